@@ -1,0 +1,165 @@
+//! Configuration blocks shared by the parts. Every flag has a `THINGTOTAL_*` environment variable.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, ValueEnum};
+
+use crate::log::{EmbeddedLog, EmbeddedOptions, KafkaLog, KafkaOptions, Log};
+use crate::topics::Topics;
+use crate::{Error, Result};
+
+/// Where the topics live: Kafka, or the embedded log in the data directory.
+#[derive(Debug, Clone, Args)]
+pub struct LogArgs {
+    /// Kafka bootstrap servers (host:port,…). Without them, only `up` runs, on the embedded log.
+    #[arg(long, env = "THINGTOTAL_KAFKA_BROKERS", value_name = "HOST:PORT,…")]
+    pub kafka_brokers: Option<String>,
+    /// A librdkafka setting passed through to every Kafka client, as key=value (TLS, SASL,
+    /// tuning). Repeat the flag, or separate with commas in the variable.
+    #[arg(
+        long = "kafka-option",
+        env = "THINGTOTAL_KAFKA_OPTIONS",
+        value_name = "KEY=VALUE",
+        value_parser = parse_key_value,
+        value_delimiter = ','
+    )]
+    pub kafka_options: Vec<(String, String)>,
+    /// Prefix of every topic name.
+    #[arg(long, env = "THINGTOTAL_TOPIC_PREFIX", default_value = "thingtotal")]
+    pub topic_prefix: String,
+    /// Partitions of the entry topics when they are created.
+    #[arg(long, env = "THINGTOTAL_PARTITIONS", default_value_t = 6)]
+    pub partitions: i32,
+    /// Replication factor of the topics when they are created.
+    #[arg(long, env = "THINGTOTAL_REPLICATION_FACTOR", default_value_t = 1)]
+    pub replication_factor: i32,
+    /// The embedded log and local state.
+    #[arg(long, env = "THINGTOTAL_DATA_DIR", default_value = "thingtotal-data")]
+    pub data_dir: PathBuf,
+    /// How long the embedded log keeps records after every group consumed them.
+    #[arg(long, env = "THINGTOTAL_RETENTION_HOURS", default_value_t = 168)]
+    pub retention_hours: u64,
+}
+
+impl LogArgs {
+    /// The topic names under the configured prefix.
+    pub fn topics(&self) -> Topics {
+        Topics::new(&self.topic_prefix)
+    }
+
+    /// The Kafka options, if brokers were given.
+    pub fn kafka(&self) -> Option<KafkaOptions> {
+        self.kafka_brokers.as_ref().map(|b| KafkaOptions {
+            options: self.kafka_options.clone(),
+            ..KafkaOptions::new(b)
+        })
+    }
+
+    /// Opens Kafka for a part that runs on its own. The embedded log belongs to `thingtotal up`
+    /// alone, so without brokers this is an error that says so.
+    pub fn open_kafka(&self, part: &str) -> Result<Log> {
+        match self.kafka() {
+            Some(k) => Ok(Log::Kafka(KafkaLog::connect(k)?)),
+            None => Err(Error::Config(format!(
+                "`thingtotal {part}` runs on Kafka: set --kafka-brokers (THINGTOTAL_KAFKA_BROKERS). \
+                 The embedded log belongs to one process, `thingtotal up`, which runs every part."
+            ))),
+        }
+    }
+
+    /// Opens Kafka if brokers were given, and the embedded log in the data directory otherwise.
+    pub fn open(&self) -> Result<Log> {
+        match self.kafka() {
+            Some(k) => Ok(Log::Kafka(KafkaLog::connect(k)?)),
+            None => Ok(Log::Embedded(EmbeddedLog::open(EmbeddedOptions {
+                dir: self.data_dir.join("log"),
+                retention: Duration::from_secs(self.retention_hours * 3600),
+            })?)),
+        }
+    }
+
+    /// Creates the four topics if they are missing.
+    pub async fn ensure_topics(&self, log: &Log) -> Result<()> {
+        log.ensure_topics(
+            &self
+                .topics()
+                .specs(self.partitions, self.replication_factor),
+        )
+        .await
+    }
+}
+
+/// InfluxDB, for the parts that write or read points.
+#[derive(Debug, Clone, Args)]
+pub struct InfluxArgs {
+    /// InfluxDB base URL (1.8+, 2.x or 3.x). Without it, the sink writes only the archive.
+    #[arg(long, env = "THINGTOTAL_INFLUX_URL", value_name = "URL")]
+    pub influx_url: Option<String>,
+    /// InfluxDB API token (`user:password` for 1.8 with authentication).
+    #[arg(
+        long,
+        env = "THINGTOTAL_INFLUX_TOKEN",
+        hide_env_values = true,
+        default_value = ""
+    )]
+    pub influx_token: String,
+    /// InfluxDB organisation (ignored by 1.8).
+    #[arg(long, env = "THINGTOTAL_INFLUX_ORG", default_value = "thingtotal")]
+    pub influx_org: String,
+    /// InfluxDB bucket (`database/retention-policy` on 1.8).
+    #[arg(long, env = "THINGTOTAL_INFLUX_BUCKET", default_value = "thingtotal")]
+    pub influx_bucket: String,
+}
+
+/// The admin token, for managing streams.
+#[derive(Debug, Clone, Args)]
+pub struct AdminArgs {
+    /// Token that manages streams, sent as `Authorization: Bearer`.
+    #[arg(long, env = "THINGTOTAL_ADMIN_TOKEN", hide_env_values = true)]
+    pub admin_token: Option<String>,
+}
+
+/// The Parquet archive's location.
+#[derive(Debug, Clone, Args)]
+pub struct ArchiveArgs {
+    /// Archive directory or object-store URL (`s3://bucket/prefix`); default `<data-dir>/archive`.
+    #[arg(long, env = "THINGTOTAL_ARCHIVE", value_name = "DIR|URL")]
+    pub archive: Option<String>,
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+fn parse_key_value(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.trim().is_empty() => Ok((k.trim().to_owned(), v.to_owned())),
+        _ => Err(format!("expected KEY=VALUE, got {s:?}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kafka_options_are_key_value_pairs() {
+        assert_eq!(
+            parse_key_value("security.protocol=SASL_SSL").unwrap(),
+            ("security.protocol".into(), "SASL_SSL".into())
+        );
+        assert_eq!(
+            parse_key_value("sasl.password=a=b").unwrap(),
+            ("sasl.password".into(), "a=b".into())
+        );
+        assert!(parse_key_value("novalue").is_err());
+        assert!(parse_key_value("=x").is_err());
+    }
+}

@@ -1,0 +1,46 @@
+//! The shared crate's error type.
+
+use std::time::Duration;
+
+/// Everything that can go wrong in the shared crate.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// Kafka (librdkafka) reported an error.
+    #[error("kafka: {0}")]
+    Kafka(#[from] rdkafka::error::KafkaError),
+    /// The embedded log's storage engine failed.
+    #[error("embedded log storage: {0}")]
+    Storage(String),
+    /// A file system operation failed.
+    #[error("i/o: {0}")]
+    Io(#[from] std::io::Error),
+    /// A record or configuration did not parse as JSON.
+    #[error("json: {0}")]
+    Json(#[from] serde_json::Error),
+    /// An operation did not finish in time.
+    #[error("{what} did not finish within {after:?}")]
+    Timeout {
+        /// What was being waited for.
+        what: &'static str,
+        /// How long it was waited for.
+        after: Duration,
+    },
+    /// The configuration is unusable.
+    #[error("configuration: {0}")]
+    Config(String),
+    /// A topic is missing or has an unexpected shape.
+    #[error("topic {0}: {1}")]
+    Topic(String, String),
+    /// The log is shutting down or a background task ended.
+    #[error("the log is closed")]
+    Closed,
+}
+
+/// Result with the shared crate's error.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    pub(crate) fn storage(e: impl std::fmt::Display) -> Self {
+        Error::Storage(e.to_string())
+    }
+}

@@ -1,0 +1,108 @@
+//! HTTP plumbing every part shares: `/health`, `/metrics`, and serving with graceful shutdown.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use warp::filters::BoxedFilter;
+use warp::http::StatusCode;
+use warp::{Filter, Reply};
+
+use crate::log::Log;
+use crate::telemetry;
+use crate::Result;
+
+/// `GET /health` (a metadata round-trip to the log) and `GET /metrics` (Prometheus text).
+pub fn ops_routes(part: &'static str, log: Log) -> BoxedFilter<(warp::reply::Response,)> {
+    let health = warp::path("health")
+        .and(warp::path::end())
+        .and(warp::get())
+        .and_then(move || {
+            let log = log.clone();
+            async move {
+                let body = |status: &str, detail: Option<String>| {
+                    serde_json::json!({"status": status, "part": part, "log": log.kind(), "detail": detail})
+                };
+                let reply = match log.check().await {
+                    Ok(()) => warp::reply::with_status(
+                        warp::reply::json(&body("ok", None)),
+                        StatusCode::OK,
+                    ),
+                    Err(e) => warp::reply::with_status(
+                        warp::reply::json(&body("unavailable", Some(e.to_string()))),
+                        StatusCode::SERVICE_UNAVAILABLE,
+                    ),
+                };
+                Ok::<_, Infallible>(reply.into_response())
+            }
+        });
+    let metrics = warp::path("metrics")
+        .and(warp::path::end())
+        .and(warp::get())
+        .map(|| {
+            warp::reply::with_header(
+                telemetry::prometheus().render(),
+                "content-type",
+                "text/plain; version=0.0.4",
+            )
+            .into_response()
+        });
+    health.or(metrics).unify().boxed()
+}
+
+/// Binds `addr` (port 0 picks a free port) and returns the bound address.
+pub async fn bind(addr: SocketAddr) -> Result<(TcpListener, SocketAddr)> {
+    let listener = TcpListener::bind(addr).await?;
+    let local = listener.local_addr()?;
+    Ok((listener, local))
+}
+
+/// Serves `routes` on `listener` until `shutdown` is cancelled, then stops accepting and lets
+/// requests in flight finish.
+pub async fn serve<F>(listener: TcpListener, routes: F, shutdown: CancellationToken)
+where
+    F: Filter<Extract = (warp::reply::Response,), Error = Infallible>
+        + Clone
+        + Send
+        + Sync
+        + 'static,
+{
+    warp::serve(routes)
+        .incoming(listener)
+        .graceful(async move { shutdown.cancelled().await })
+        .run()
+        .await;
+}
+
+/// Binds `addr`, logs the address, and serves `routes` in a task until `shutdown`.
+pub async fn spawn_server<F>(
+    part: &'static str,
+    addr: SocketAddr,
+    routes: F,
+    shutdown: CancellationToken,
+) -> Result<(SocketAddr, tokio::task::JoinHandle<()>)>
+where
+    F: Filter<Extract = (warp::reply::Response,), Error = Infallible>
+        + Clone
+        + Send
+        + Sync
+        + 'static,
+{
+    let (listener, local) = bind(addr).await?;
+    tracing::info!(part, addr = %local, "listening");
+    Ok((local, tokio::spawn(serve(listener, routes, shutdown))))
+}
+
+/// Turns warp's rejections into plain JSON errors for routes that have no handler of their own.
+pub async fn not_found(r: warp::Rejection) -> Result<warp::reply::Response, Infallible> {
+    let status = if r.is_not_found() {
+        StatusCode::NOT_FOUND
+    } else if r.find::<warp::reject::MethodNotAllowed>().is_some() {
+        StatusCode::METHOD_NOT_ALLOWED
+    } else {
+        StatusCode::BAD_REQUEST
+    };
+    let body = serde_json::json!({"title": status.canonical_reason(), "status": status.as_u16()});
+    Ok(warp::reply::with_status(warp::reply::json(&body), status).into_response())
+}

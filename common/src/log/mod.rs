@@ -1,0 +1,198 @@
+//! The log port: the one interface through which the parts read and write topics.
+//!
+//! Two adapters implement it. [`KafkaLog`] is the production adapter on rdkafka: consumer groups,
+//! transactions and `acks=all`. [`EmbeddedLog`] is a durable single-process log on redb, for
+//! `thingtotal up` on one machine. The parts hold a [`Log`] and never know which one it is.
+//!
+//! The port is only as large as the parts need:
+//! - [`Log::append`] appends records and waits for their acknowledgement, returning the
+//!   partition and offset each one got;
+//! - [`Log::reader`] reads one partition from an offset, and [`Log::end_offsets`] tells where
+//!   each partition ends;
+//! - [`Log::consumer`] consumes as a named group with committed positions, and
+//!   [`GroupConsumer::produce_and_commit`] atomically produces records and commits positions;
+//! - [`Log::offsets_for_time`] finds the first offset at or after a time.
+
+mod embedded;
+mod kafka;
+mod murmur2;
+mod record;
+
+use std::time::Duration;
+
+pub use embedded::{EmbeddedGroup, EmbeddedLog, EmbeddedOptions, EmbeddedReader};
+pub use kafka::{KafkaGroup, KafkaLog, KafkaOptions, KafkaReader};
+pub use record::{positions_after, Consumed, Position, Record, TopicPartitionOffset, TopicSpec};
+
+use crate::Result;
+
+/// A handle on the log, cheap to clone.
+#[derive(Debug, Clone)]
+pub enum Log {
+    /// Apache Kafka through rdkafka.
+    Kafka(KafkaLog),
+    /// The embedded, single-process log in the data directory.
+    Embedded(EmbeddedLog),
+}
+
+/// How a group consumer reads and commits.
+#[derive(Debug, Clone)]
+pub struct GroupOptions {
+    /// The consumer group's name.
+    pub group: String,
+    /// The topics the group consumes.
+    pub topics: Vec<String>,
+    /// Whether the consumer will call [`GroupConsumer::produce_and_commit`]; on Kafka this sets
+    /// up a transactional producer fenced by the group's metadata.
+    pub transactional: bool,
+    /// A stable name for this instance, used in Kafka's `transactional.id`.
+    pub instance_id: String,
+}
+
+/// A member of a consumer group.
+#[derive(Debug)]
+pub enum GroupConsumer {
+    /// A Kafka consumer group member.
+    Kafka(KafkaGroup),
+    /// The embedded log's (single) group member.
+    Embedded(EmbeddedGroup),
+}
+
+/// Reads one partition of one topic in order.
+#[derive(Debug)]
+pub enum Reader {
+    /// A Kafka partition reader.
+    Kafka(KafkaReader),
+    /// An embedded log partition reader.
+    Embedded(EmbeddedReader),
+}
+
+impl Log {
+    /// Which adapter this is: `kafka` or `embedded`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Log::Kafka(_) => "kafka",
+            Log::Embedded(_) => "embedded",
+        }
+    }
+
+    /// Creates the topics that are missing. Existing topics are left as they are.
+    pub async fn ensure_topics(&self, specs: &[TopicSpec]) -> Result<()> {
+        match self {
+            Log::Kafka(l) => l.ensure_topics(specs).await,
+            Log::Embedded(l) => l.ensure_topics(specs).await,
+        }
+    }
+
+    /// Appends records to `topic` and waits until every one is acknowledged. Records with the same
+    /// key go to the same partition, in order. Returns each record's position, in input order.
+    pub async fn append(&self, topic: &str, records: Vec<Record>) -> Result<Vec<Position>> {
+        match self {
+            Log::Kafka(l) => l.append(topic, records).await,
+            Log::Embedded(l) => l.append(topic, records).await,
+        }
+    }
+
+    /// The end offset (the offset the next record will get) of every partition of `topic`,
+    /// indexed by partition.
+    pub async fn end_offsets(&self, topic: &str) -> Result<Vec<i64>> {
+        match self {
+            Log::Kafka(l) => l.end_offsets(topic).await,
+            Log::Embedded(l) => l.end_offsets(topic).await,
+        }
+    }
+
+    /// For every partition of `topic`, the first offset whose timestamp is at or after
+    /// `timestamp_ms`, or the end offset if there is none.
+    pub async fn offsets_for_time(&self, topic: &str, timestamp_ms: i64) -> Result<Vec<i64>> {
+        match self {
+            Log::Kafka(l) => l.offsets_for_time(topic, timestamp_ms).await,
+            Log::Embedded(l) => l.offsets_for_time(topic, timestamp_ms).await,
+        }
+    }
+
+    /// A reader of one partition, starting at `offset` (or the log start if that is earlier).
+    pub async fn reader(&self, topic: &str, partition: i32, offset: i64) -> Result<Reader> {
+        Ok(match self {
+            Log::Kafka(l) => Reader::Kafka(l.reader(topic, partition, offset).await?),
+            Log::Embedded(l) => Reader::Embedded(l.reader(topic, partition, offset)),
+        })
+    }
+
+    /// Joins a consumer group. Positions start at the group's committed offsets, or at the
+    /// beginning of the log for partitions the group never committed.
+    pub async fn consumer(&self, options: GroupOptions) -> Result<GroupConsumer> {
+        Ok(match self {
+            Log::Kafka(l) => GroupConsumer::Kafka(l.consumer(options).await?),
+            Log::Embedded(l) => GroupConsumer::Embedded(l.consumer(options)?),
+        })
+    }
+
+    /// Checks that the log answers: a metadata request on Kafka, always true when embedded.
+    pub async fn check(&self) -> Result<()> {
+        match self {
+            Log::Kafka(l) => l.check().await,
+            Log::Embedded(_) => Ok(()),
+        }
+    }
+}
+
+impl Reader {
+    /// Up to `max` records, waiting at most `wait` for the first one. Empty when none arrived.
+    pub async fn read(&mut self, max: usize, wait: Duration) -> Result<Vec<Consumed>> {
+        match self {
+            Reader::Kafka(r) => r.read(max, wait).await,
+            Reader::Embedded(r) => r.read(max, wait).await,
+        }
+    }
+}
+
+impl GroupConsumer {
+    /// Up to `max` records from the assigned partitions, waiting at most `linger` to fill the
+    /// batch. A batch may be empty. Within a partition, records come in offset order.
+    pub async fn poll(&mut self, max: usize, linger: Duration) -> Result<Vec<Consumed>> {
+        match self {
+            GroupConsumer::Kafka(g) => g.poll(max, linger).await,
+            GroupConsumer::Embedded(g) => g.poll(max, linger).await,
+        }
+    }
+
+    /// Commits positions (the next offset to read, per partition) for the group.
+    pub async fn commit(&mut self, offsets: &[TopicPartitionOffset]) -> Result<()> {
+        match self {
+            GroupConsumer::Kafka(g) => g.commit(offsets).await,
+            GroupConsumer::Embedded(g) => g.commit(offsets).await,
+        }
+    }
+
+    /// Atomically appends `records` (topic, record) and commits `offsets`: either both happen or
+    /// neither does. A Kafka transaction, or one storage transaction on the embedded log.
+    pub async fn produce_and_commit(
+        &mut self,
+        records: Vec<(String, Record)>,
+        offsets: &[TopicPartitionOffset],
+    ) -> Result<()> {
+        match self {
+            GroupConsumer::Kafka(g) => g.produce_and_commit(records, offsets).await,
+            GroupConsumer::Embedded(g) => g.produce_and_commit(records, offsets).await,
+        }
+    }
+
+    /// Moves every assigned partition back to its committed position, dropping whatever was
+    /// polled since. Call it after a failed commit so that nothing is skipped.
+    pub async fn rewind(&mut self) -> Result<()> {
+        match self {
+            GroupConsumer::Kafka(g) => g.rewind().await,
+            GroupConsumer::Embedded(g) => g.rewind().await,
+        }
+    }
+
+    /// The group's committed position of each partition of `topic`, `None` where it never
+    /// committed.
+    pub async fn committed(&self, topic: &str) -> Result<Vec<Option<i64>>> {
+        match self {
+            GroupConsumer::Kafka(g) => g.committed(topic).await,
+            GroupConsumer::Embedded(g) => g.committed(topic),
+        }
+    }
+}

@@ -1,0 +1,157 @@
+//! The stream registry: every part's live, in-memory view of the compacted `streams` topic.
+//!
+//! A background task tails the topic from its beginning and applies each record in order; a
+//! tombstone removes the stream. Reads never wait. A part that meets an id it has not seen waits
+//! for the registry to catch up to the topic's end before it decides the stream does not exist,
+//! and the api waits for its own write to be applied before it answers (read-your-writes).
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, warn};
+
+use crate::log::{Consumed, Log};
+use crate::stream::{StreamId, StreamRecord};
+use crate::{Error, Result};
+
+/// The live map of streams.
+#[derive(Debug)]
+pub struct Registry {
+    log: Log,
+    topic: String,
+    streams: RwLock<HashMap<StreamId, Arc<StreamRecord>>>,
+    /// The offset of the next record to apply.
+    applied: watch::Sender<i64>,
+}
+
+impl Registry {
+    /// Starts tailing `topic` and waits until the registry has caught up with it.
+    pub async fn start(
+        log: Log,
+        topic: &str,
+        shutdown: CancellationToken,
+        timeout: Duration,
+    ) -> Result<Arc<Self>> {
+        let (applied, _) = watch::channel(0);
+        let registry = Arc::new(Self {
+            log: log.clone(),
+            topic: topic.to_owned(),
+            streams: RwLock::new(HashMap::new()),
+            applied,
+        });
+        let mut reader = log.reader(topic, 0, 0).await?;
+        let r = registry.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    batch = reader.read(1000, Duration::from_millis(500)) => match batch {
+                        Ok(batch) => r.apply(batch),
+                        Err(e) => {
+                            warn!(error = %e, "registry: reading the streams topic failed");
+                            tokio::time::sleep(Duration::from_secs(1)).await;
+                        }
+                    }
+                }
+            }
+        });
+        registry.caught_up(timeout).await?;
+        Ok(registry)
+    }
+
+    fn apply(&self, batch: Vec<Consumed>) {
+        let Some(last) = batch.last().map(|c| c.offset) else {
+            return;
+        };
+        {
+            let mut streams = self.streams.write().expect("registry lock");
+            for c in batch {
+                let Some(id) = c
+                    .key
+                    .as_deref()
+                    .and_then(|k| std::str::from_utf8(k).ok())
+                    .and_then(|k| k.parse::<StreamId>().ok())
+                else {
+                    warn!(
+                        offset = c.offset,
+                        "registry: skipping a record without a stream id"
+                    );
+                    continue;
+                };
+                match c.value.as_deref() {
+                    None => {
+                        streams.remove(&id);
+                    }
+                    Some(v) => match serde_json::from_slice::<StreamRecord>(v) {
+                        Ok(s) => {
+                            streams.insert(id, Arc::new(s));
+                        }
+                        Err(e) => {
+                            warn!(offset = c.offset, error = %e, "registry: bad stream record")
+                        }
+                    },
+                }
+            }
+        }
+        debug!(offset = last, "registry applied");
+        self.applied.send_replace(last + 1);
+    }
+
+    /// The stream with this id, as the registry knows it now.
+    pub fn get(&self, id: StreamId) -> Option<Arc<StreamRecord>> {
+        self.streams
+            .read()
+            .expect("registry lock")
+            .get(&id)
+            .cloned()
+    }
+
+    /// Every stream, ordered by id.
+    pub fn list(&self) -> Vec<Arc<StreamRecord>> {
+        let mut all: Vec<_> = self
+            .streams
+            .read()
+            .expect("registry lock")
+            .values()
+            .cloned()
+            .collect();
+        all.sort_by_key(|s| s.id);
+        all
+    }
+
+    /// The stream with this id; if unknown, first waits (up to `timeout`) for the registry to
+    /// catch up with the topic, so that a stream created a moment ago is found.
+    pub async fn lookup(
+        &self,
+        id: StreamId,
+        timeout: Duration,
+    ) -> Result<Option<Arc<StreamRecord>>> {
+        if let Some(s) = self.get(id) {
+            return Ok(Some(s));
+        }
+        self.caught_up(timeout).await?;
+        Ok(self.get(id))
+    }
+
+    /// Waits until every record that is in the topic now has been applied.
+    pub async fn caught_up(&self, timeout: Duration) -> Result<()> {
+        let end = self.log.end_offsets(&self.topic).await?[0];
+        self.applied_through(end - 1, timeout).await
+    }
+
+    /// Waits until the record at `offset` has been applied (read-your-writes).
+    pub async fn applied_through(&self, offset: i64, timeout: Duration) -> Result<()> {
+        let mut rx = self.applied.subscribe();
+        tokio::time::timeout(timeout, rx.wait_for(|next| *next > offset))
+            .await
+            .map_err(|_| Error::Timeout {
+                what: "the stream registry catching up",
+                after: timeout,
+            })?
+            .map_err(|_| Error::Closed)?;
+        Ok(())
+    }
+}

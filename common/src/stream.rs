@@ -1,0 +1,119 @@
+//! The stream record: what the `streams` topic holds for each stream.
+
+use bytes::Bytes;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+/// A stream's id. Numeric, so that ThingSpeak clients can use it as a channel id.
+pub type StreamId = u64;
+
+/// A stream as stored in the `streams` topic, keyed by its id.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StreamRecord {
+    /// Its id, also the Kafka key of its records and entries.
+    pub id: StreamId,
+    /// A name, 1 to 100 characters.
+    pub name: String,
+    /// Free text.
+    #[serde(default)]
+    pub description: String,
+    /// The JSON Schema of one entry's data.
+    pub schema: Value,
+    /// Property names that ThingSpeak's field1..field8 map onto, in order.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fields: Option<Vec<String>>,
+    /// Properties stored as InfluxDB tags.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tags: Vec<String>,
+    /// A property holding the reading's own time (RFC 3339 or epoch milliseconds).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timestamp_field: Option<String>,
+    /// The InfluxDB measurement; the stream id if unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub measurement: Option<String>,
+    /// Readable without a key.
+    #[serde(default)]
+    pub public: bool,
+    /// Starts at 1, +1 on every change.
+    pub version: u32,
+    /// When it was created.
+    pub created_at: DateTime<Utc>,
+    /// When it last changed.
+    pub updated_at: DateTime<Utc>,
+    /// SHA-256 (hex) of the write key.
+    pub write_key_sha256: String,
+    /// SHA-256 (hex) of the read key.
+    pub read_key_sha256: String,
+}
+
+impl StreamRecord {
+    /// The Kafka key of the stream's records and entries: its id in decimal.
+    pub fn key(&self) -> Bytes {
+        key_of(self.id)
+    }
+
+    /// The names field1..field8 map onto: `fields`, or the schema's properties in order.
+    pub fn field_names(&self) -> Vec<String> {
+        match &self.fields {
+            Some(f) => f.clone(),
+            None => self
+                .schema
+                .get("properties")
+                .and_then(Value::as_object)
+                .map(|p| p.keys().take(8).cloned().collect())
+                .unwrap_or_default(),
+        }
+    }
+
+    /// The InfluxDB measurement.
+    pub fn measurement(&self) -> String {
+        self.measurement
+            .clone()
+            .unwrap_or_else(|| self.id.to_string())
+    }
+}
+
+/// The Kafka key for a stream id.
+pub fn key_of(id: StreamId) -> Bytes {
+    Bytes::from(id.to_string())
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use serde_json::json;
+
+    pub(crate) fn sample(id: StreamId) -> StreamRecord {
+        StreamRecord {
+            id,
+            name: "greenhouse".into(),
+            description: String::new(),
+            schema: json!({"type": "object", "properties": {
+                "temperature": {"type": "number"}, "humidity": {"type": "number"},
+                "door": {"type": "boolean"}}}),
+            fields: None,
+            tags: vec![],
+            timestamp_field: None,
+            measurement: None,
+            public: false,
+            version: 1,
+            created_at: DateTime::UNIX_EPOCH,
+            updated_at: DateTime::UNIX_EPOCH,
+            write_key_sha256: "w".into(),
+            read_key_sha256: "r".into(),
+        }
+    }
+
+    #[test]
+    fn fields_default_to_the_schema_property_order() {
+        let mut s = sample(42);
+        assert_eq!(s.field_names(), ["temperature", "humidity", "door"]);
+        s.fields = Some(vec!["door".into()]);
+        assert_eq!(s.field_names(), ["door"]);
+        assert_eq!(s.measurement(), "42");
+        assert_eq!(&s.key()[..], b"42");
+        let back: StreamRecord = serde_json::from_slice(&serde_json::to_vec(&s).unwrap()).unwrap();
+        assert_eq!(back, s);
+    }
+}
