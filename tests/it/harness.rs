@@ -1,0 +1,156 @@
+//! Finds the real services the tests run against, and gives each test its own topics and
+//! database.
+//!
+//! The addresses come from the environment (`scripts/services env` prints them). If they are not
+//! set and a Docker engine answers, Kafka and InfluxDB are started once per test process with
+//! testcontainers. If neither is possible the test fails and says how to start the services: a
+//! test never passes without the services it checks.
+
+use std::sync::OnceLock;
+use thingtotal_common::log::{KafkaLog, KafkaOptions, Log};
+
+/// How the tests reach Kafka and InfluxDB.
+#[derive(Debug, Clone)]
+pub(crate) struct Services {
+    pub(crate) kafka_brokers: String,
+    pub(crate) influx_url: String,
+    pub(crate) influx_org: String,
+    pub(crate) influx_token: String,
+}
+
+const HOW_TO_START: &str = "the integration tests need a real Kafka and InfluxDB. Start them with \
+     `scripts/services up && eval \"$(scripts/services env)\"`, or run everything with \
+     `scripts/test`. (With a Docker engine and no THINGTOTAL_KAFKA_BROKERS set, the tests start \
+     them with testcontainers instead.)";
+
+/// The services, found once per test process.
+pub(crate) fn services() -> &'static Services {
+    static SERVICES: OnceLock<Services> = OnceLock::new();
+    SERVICES.get_or_init(|| {
+        let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+        match (
+            env("THINGTOTAL_KAFKA_BROKERS"),
+            env("THINGTOTAL_INFLUX_URL"),
+        ) {
+            (Some(kafka_brokers), Some(influx_url)) => Services {
+                kafka_brokers,
+                influx_url,
+                influx_org: env("THINGTOTAL_INFLUX_ORG").unwrap_or_else(|| "thingtotal".into()),
+                influx_token: env("THINGTOTAL_INFLUX_TOKEN").unwrap_or_default(),
+            },
+            // testcontainers' blocking runner makes its own runtime, so not on a test's runtime.
+            _ if containers::docker_available() => std::thread::spawn(containers::start)
+                .join()
+                .expect("start the service containers"),
+            _ => panic!("{HOW_TO_START}"),
+        }
+    })
+}
+
+/// A topic prefix of its own for one test, so that tests can run in parallel.
+pub(crate) fn random_prefix(test: &str) -> String {
+    format!(
+        "it-{test}-{}",
+        &uuid::Uuid::now_v7().simple().to_string()[20..]
+    )
+}
+
+/// A Kafka log handle on the test services.
+pub(crate) fn kafka() -> Log {
+    Log::Kafka(
+        KafkaLog::connect(KafkaOptions::new(services().kafka_brokers.clone()))
+            .expect("create Kafka clients"),
+    )
+}
+
+/// Creates an InfluxDB database of its own for one test and returns its v2 bucket name
+/// (`database/retention-policy`, as InfluxDB 1.8 expects).
+pub(crate) async fn influx_database(test: &str) -> (String, String) {
+    let db = format!(
+        "it_{test}_{}",
+        &uuid::Uuid::now_v7().simple().to_string()[20..]
+    );
+    let resp = reqwest::Client::new()
+        .post(format!("{}/query", services().influx_url))
+        .form(&[("q", format!("CREATE DATABASE \"{db}\""))])
+        .send()
+        .await
+        .expect("InfluxDB answers /query");
+    assert!(
+        resp.status().is_success(),
+        "CREATE DATABASE: {}",
+        resp.status()
+    );
+    let bucket = format!("{db}/autogen");
+    (db, bucket)
+}
+
+mod containers {
+    //! Kafka and InfluxDB in containers, for machines with Docker and no services of their own.
+
+    use super::Services;
+    use testcontainers::core::{IntoContainerPort, WaitFor};
+    use testcontainers::runners::SyncRunner;
+    use testcontainers::{Container, GenericImage, ImageExt};
+
+    pub(super) fn docker_available() -> bool {
+        std::path::Path::new("/var/run/docker.sock").exists()
+            && std::process::Command::new("docker")
+                .arg("info")
+                .output()
+                .is_ok_and(|o| o.status.success())
+    }
+
+    fn free_port() -> u16 {
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .expect("a free port")
+    }
+
+    pub(super) fn start() -> Services {
+        // Kafka advertises the address clients must use, so its host port is chosen up front.
+        let kafka_port = free_port();
+        let kafka = GenericImage::new("apache/kafka", "4.1.2")
+            .with_wait_for(WaitFor::message_on_stdout("Kafka Server started"))
+            .with_mapped_port(kafka_port, 9092.tcp())
+            .with_env_var("KAFKA_NODE_ID", "1")
+            .with_env_var("KAFKA_PROCESS_ROLES", "broker,controller")
+            .with_env_var("KAFKA_LISTENERS", "PLAINTEXT://:9092,CONTROLLER://:9093")
+            .with_env_var(
+                "KAFKA_ADVERTISED_LISTENERS",
+                format!("PLAINTEXT://127.0.0.1:{kafka_port}"),
+            )
+            .with_env_var("KAFKA_CONTROLLER_LISTENER_NAMES", "CONTROLLER")
+            .with_env_var(
+                "KAFKA_LISTENER_SECURITY_PROTOCOL_MAP",
+                "CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
+            )
+            .with_env_var("KAFKA_CONTROLLER_QUORUM_VOTERS", "1@localhost:9093")
+            .with_env_var("KAFKA_OFFSETS_TOPIC_REPLICATION_FACTOR", "1")
+            .with_env_var("KAFKA_TRANSACTION_STATE_LOG_REPLICATION_FACTOR", "1")
+            .with_env_var("KAFKA_TRANSACTION_STATE_LOG_MIN_ISR", "1")
+            .with_env_var("KAFKA_GROUP_INITIAL_REBALANCE_DELAY_MS", "0")
+            .with_env_var("KAFKA_AUTO_CREATE_TOPICS_ENABLE", "false")
+            .start()
+            .expect("start the apache/kafka container");
+        let influx = GenericImage::new("influxdb", "1.8")
+            .with_exposed_port(8086.tcp())
+            .with_wait_for(WaitFor::message_on_stderr("Listening on HTTP"))
+            .start()
+            .expect("start the influxdb container");
+        let influx_port = influx
+            .get_host_port_ipv4(8086.tcp())
+            .expect("InfluxDB's mapped port");
+        // The containers live as long as the test process.
+        let keep: &'static mut Vec<Container<GenericImage>> =
+            Box::leak(Box::new(vec![kafka, influx]));
+        let _ = keep;
+        Services {
+            kafka_brokers: format!("127.0.0.1:{kafka_port}"),
+            influx_url: format!("http://127.0.0.1:{influx_port}"),
+            influx_org: "thingtotal".into(),
+            influx_token: String::new(),
+        }
+    }
+}

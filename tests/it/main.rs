@@ -1,0 +1,8 @@
+//! Integration tests against a real Kafka broker and a real InfluxDB. `scripts/test` starts both
+//! and exports their addresses; see `harness` for how the tests find them.
+
+mod embedded_crash;
+mod harness;
+mod influx;
+mod log_conformance;
+mod registry;
