@@ -1,16 +1,30 @@
-//! The REST API: streams (create, change, secure) and reading entries, with an OpenAPI document.
+//! The REST API: define, change and secure streams, with an OpenAPI 3.1 document.
 //!
-//! Streams live in the compacted `streams` topic. A change is answered only once the log has
-//! acknowledged it and this instance's registry shows it, so a client reads its own writes.
+//! Streams live in the compacted `streams` topic, the one source of truth. A change is answered
+//! only once the log has acknowledged it and this instance's registry shows it, so a client
+//! reads its own writes; other instances see it as soon as their registries apply it.
+
+mod auth;
+pub mod openapi;
+pub mod problem;
+pub mod streams;
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use clap::Args;
 use thingtotal_common::config::{AdminArgs, ArchiveArgs, InfluxArgs, LogArgs};
 use thingtotal_common::log::Log;
 use thingtotal_common::runtime::Runtime;
 use thingtotal_common::{http, CancellationToken};
-use warp::Filter;
+use warp::filters::BoxedFilter;
+use warp::reply::Response;
+use warp::{Filter, Reply};
+
+use crate::problem::respond;
+
+/// The largest stream definition accepted.
+const MAX_DEFINITION_BYTES: u64 = 256 * 1024;
 
 /// The api part's configuration.
 #[derive(Debug, Clone, Args)]
@@ -38,13 +52,48 @@ pub enum Error {
     /// The log or the registry failed.
     #[error(transparent)]
     Common(#[from] thingtotal_common::Error),
+    /// The configuration is unusable.
+    #[error("configuration: {0}")]
+    Config(String),
 }
 
 /// Result with the api part's error.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
+/// What the handlers share. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Api {
+    rt: Runtime,
+    admin_token: Option<Arc<str>>,
+}
+
+impl Api {
+    /// The api's state on a started runtime.
+    pub fn new(rt: Runtime, admin_token: Option<String>) -> Self {
+        Self {
+            rt,
+            admin_token: admin_token.map(Into::into),
+        }
+    }
+
+    pub(crate) fn admin_token(&self) -> Option<&str> {
+        self.admin_token.as_deref()
+    }
+}
+
 /// Runs `thingtotal api` on Kafka until `shutdown` is cancelled.
 pub async fn run(config: Config, shutdown: CancellationToken) -> Result<()> {
+    if config
+        .admin
+        .admin_token
+        .as_deref()
+        .is_none_or(str::is_empty)
+    {
+        return Err(Error::Config(
+            "set --admin-token (THINGTOTAL_ADMIN_TOKEN): it is what creates and changes streams"
+                .into(),
+        ));
+    }
     let log = config.log.open_kafka("api")?;
     run_on(config, log, shutdown).await
 }
@@ -52,10 +101,89 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<()> {
 /// Runs the api part on `log`.
 pub async fn run_on(config: Config, log: Log, shutdown: CancellationToken) -> Result<()> {
     let rt = Runtime::start(&config.log, log, shutdown.clone()).await?;
-    let routes = http::ops_routes("api", rt.log.clone())
-        .recover(http::not_found)
+    let api = Api::new(rt.clone(), config.admin.admin_token.clone());
+    let routes = routes(api)
+        .or(http::ops_routes("api", rt.log.clone()))
+        .unify()
+        .recover(problem::recover)
         .unify();
     let (_, server) = http::spawn_server("api", config.http_addr, routes, shutdown).await?;
     let _ = server.await;
     Ok(())
+}
+
+/// The query string, or an empty one; parsed by the handler so that a bad parameter is a 400
+/// that names it.
+fn raw_query() -> impl Filter<Extract = (String,), Error = std::convert::Infallible> + Clone {
+    warp::query::raw().or(warp::any().map(String::new)).unify()
+}
+
+/// The api's routes (without `/health` and `/metrics`, which every part serves).
+pub fn routes(api: Api) -> BoxedFilter<(Response,)> {
+    use streams::{create, delete, get, list, rotate, update};
+    let state = warp::any().map(move || api.clone());
+    let body = || http::body_up_to(MAX_DEFINITION_BYTES);
+    let streams = || warp::path("api").and(warp::path("streams"));
+    let one = || streams().and(warp::path::param::<u64>());
+
+    let create = streams()
+        .and(warp::path::end())
+        .and(warp::post())
+        .and(state.clone())
+        .and(auth::credential())
+        .and(body())
+        .then(|a, c, b| async move { respond(create(a, c, b).await).await });
+    let list = streams()
+        .and(warp::path::end())
+        .and(warp::get())
+        .and(state.clone())
+        .and(auth::credential())
+        .and(raw_query())
+        .then(|a, c, q: String| async move { respond(list(a, c, &q).await).await });
+    let get = one()
+        .and(warp::path::end())
+        .and(warp::get())
+        .and(state.clone())
+        .and(auth::credential())
+        .then(|id, a, c| async move { respond(get(a, id, c).await).await });
+    let update = one()
+        .and(warp::path::end())
+        .and(warp::put())
+        .and(state.clone())
+        .and(auth::credential())
+        .and(body())
+        .then(|id, a, c, b| async move { respond(update(a, id, c, b).await).await });
+    let delete = one()
+        .and(warp::path::end())
+        .and(warp::delete())
+        .and(state.clone())
+        .and(auth::credential())
+        .then(|id, a, c| async move { respond(delete(a, id, c).await).await });
+    let rotate = one()
+        .and(warp::path("keys"))
+        .and(warp::path::end())
+        .and(warp::post())
+        .and(state.clone())
+        .and(auth::credential())
+        .and(body())
+        .then(|id, a, c, b| async move { respond(rotate(a, id, c, b).await).await });
+    let doc = openapi::document();
+    let openapi = warp::path!("api" / "openapi.json")
+        .and(warp::get())
+        .map(move || warp::reply::json(&doc).into_response());
+
+    create
+        .or(list)
+        .unify()
+        .or(get)
+        .unify()
+        .or(update)
+        .unify()
+        .or(delete)
+        .unify()
+        .or(rotate)
+        .unify()
+        .or(openapi)
+        .unify()
+        .boxed()
 }

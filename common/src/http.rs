@@ -3,6 +3,8 @@
 use std::convert::Infallible;
 use std::net::SocketAddr;
 
+use bytes::{Buf, Bytes, BytesMut};
+use futures::StreamExt;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use warp::filters::BoxedFilter;
@@ -105,4 +107,53 @@ pub async fn not_found(r: warp::Rejection) -> Result<warp::reply::Response, Infa
     };
     let body = serde_json::json!({"title": status.canonical_reason(), "status": status.as_u16()});
     Ok(warp::reply::with_status(warp::reply::json(&body), status).into_response())
+}
+
+/// A request body larger than the endpoint accepts.
+#[derive(Debug)]
+pub struct BodyTooLarge {
+    /// The endpoint's limit, in bytes.
+    pub limit: u64,
+}
+
+impl warp::reject::Reject for BodyTooLarge {}
+
+/// A request body that could not be read (the client went away mid-body).
+#[derive(Debug)]
+pub struct BodyUnreadable(pub String);
+
+impl warp::reject::Reject for BodyUnreadable {}
+
+/// The whole request body, up to `limit` bytes; larger bodies are rejected with [`BodyTooLarge`]
+/// as soon as they pass the limit (or at once, from their `Content-Length`). Unlike warp's
+/// `content_length_limit`, it accepts chunked bodies and requests without a body.
+pub fn body_up_to(limit: u64) -> impl Filter<Extract = (Bytes,), Error = warp::Rejection> + Clone {
+    warp::header::optional::<u64>("content-length")
+        .and(warp::body::stream())
+        .and_then(move |length: Option<u64>, stream| collect(length, stream, limit))
+}
+
+async fn collect<S, B>(length: Option<u64>, stream: S, limit: u64) -> Result<Bytes, warp::Rejection>
+where
+    S: futures::Stream<Item = Result<B, warp::Error>>,
+    B: Buf,
+{
+    if length.is_some_and(|l| l > limit) {
+        return Err(warp::reject::custom(BodyTooLarge { limit }));
+    }
+    let mut stream = std::pin::pin!(stream);
+    let mut body = BytesMut::with_capacity(length.unwrap_or(0) as usize);
+    while let Some(chunk) = stream.next().await {
+        let mut chunk = chunk.map_err(|e| warp::reject::custom(BodyUnreadable(e.to_string())))?;
+        if (body.len() + chunk.remaining()) as u64 > limit {
+            return Err(warp::reject::custom(BodyTooLarge { limit }));
+        }
+        while chunk.has_remaining() {
+            let part = chunk.chunk();
+            let n = part.len();
+            body.extend_from_slice(part);
+            chunk.advance(n);
+        }
+    }
+    Ok(body.freeze())
 }

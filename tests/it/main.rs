@@ -1,6 +1,7 @@
 //! Integration tests against a real Kafka broker and a real InfluxDB. `scripts/test` starts both
 //! and exports their addresses; see `harness` for how the tests find them.
 
+mod api_streams;
 mod embedded_crash;
 mod harness;
 mod influx;

@@ -179,6 +179,7 @@ impl KafkaLog {
         Ok(())
     }
 
+    /// The number of partitions of `topic`, once every one of them has a leader.
     async fn partition_count(&self, topic: &str) -> Result<usize> {
         let this = self.clone();
         let topic = topic.to_owned();
@@ -194,6 +195,16 @@ impl KafkaLog {
                 .ok_or_else(|| Error::Topic(topic.clone(), "missing".into()))?;
             if let Some(e) = t.error() {
                 return Err(Error::Topic(topic.clone(), format!("{e:?}")));
+            }
+            if let Some(p) = t
+                .partitions()
+                .iter()
+                .find(|p| p.leader() < 0 || p.error().is_some())
+            {
+                return Err(Error::Topic(
+                    topic.clone(),
+                    format!("partition {} has no leader yet", p.id()),
+                ));
             }
             Ok(t.partitions().len())
         })
@@ -234,6 +245,20 @@ impl KafkaLog {
     }
 
     pub(super) async fn end_offsets(&self, topic: &str) -> Result<Vec<i64>> {
+        // Right after a topic is created or a broker restarts, leaders may still be moving.
+        let deadline = tokio::time::Instant::now() + self.timeout();
+        loop {
+            match self.try_end_offsets(topic).await {
+                Err(e) if tokio::time::Instant::now() < deadline => {
+                    debug!(topic, error = %e, "end offsets not available yet; retrying");
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+                result => return result,
+            }
+        }
+    }
+
+    async fn try_end_offsets(&self, topic: &str) -> Result<Vec<i64>> {
         let n = self.partition_count(topic).await?;
         let this = self.clone();
         let topic = topic.to_owned();

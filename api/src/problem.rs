@@ -1,0 +1,148 @@
+//! Errors as `application/problem+json` (RFC 9457). Every error of the api becomes a response
+//! here, and nowhere else.
+
+use serde::Serialize;
+use std::convert::Infallible;
+use thingtotal_common::http;
+use utoipa::ToSchema;
+use warp::http::StatusCode;
+use warp::reply::Response;
+use warp::Reply;
+
+/// One offending member of a request.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct Violation {
+    /// JSON Pointer (RFC 6901) to the member, in the request body.
+    pub pointer: String,
+    /// What is wrong with it.
+    pub detail: String,
+}
+
+/// An error response (RFC 9457).
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct Problem {
+    /// A URI reference naming the kind of problem.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// A short summary of the kind.
+    pub title: String,
+    /// The HTTP status.
+    pub status: u16,
+    /// What went wrong in this request.
+    pub detail: String,
+    /// The offending members, for invalid definitions.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub errors: Vec<Violation>,
+}
+
+impl Problem {
+    /// A problem of kind `slug` with `status`.
+    pub fn new(status: StatusCode, slug: &str, detail: impl Into<String>) -> Self {
+        Self {
+            kind: format!("https://thingtotal.dev/problems/{slug}"),
+            title: status.canonical_reason().unwrap_or("Error").to_owned(),
+            status: status.as_u16(),
+            detail: detail.into(),
+            errors: Vec::new(),
+        }
+    }
+
+    /// 400: the body or a parameter does not parse.
+    pub fn bad_request(detail: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "bad-request", detail)
+    }
+
+    /// 401: no credentials.
+    pub fn unauthorized(detail: impl Into<String>) -> Self {
+        Self::new(StatusCode::UNAUTHORIZED, "unauthorized", detail)
+    }
+
+    /// 403: credentials that do not grant this.
+    pub fn forbidden(detail: impl Into<String>) -> Self {
+        Self::new(StatusCode::FORBIDDEN, "forbidden", detail)
+    }
+
+    /// 404: no such stream or route.
+    pub fn not_found(detail: impl Into<String>) -> Self {
+        Self::new(StatusCode::NOT_FOUND, "not-found", detail)
+    }
+
+    /// 422: well-formed JSON that is not a valid definition.
+    pub fn invalid(errors: Vec<Violation>) -> Self {
+        let detail = errors
+            .iter()
+            .map(|v| format!("{}: {}", v.pointer, v.detail))
+            .collect::<Vec<_>>()
+            .join("; ");
+        Self {
+            errors,
+            ..Self::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid-definition",
+                detail,
+            )
+        }
+    }
+
+    /// 503: the log did not answer.
+    pub fn unavailable(detail: impl Into<String>) -> Self {
+        Self::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", detail)
+    }
+}
+
+impl Reply for Problem {
+    fn into_response(self) -> Response {
+        let status = StatusCode::from_u16(self.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let mut r = warp::reply::with_status(warp::reply::json(&self), status).into_response();
+        r.headers_mut().insert(
+            "content-type",
+            warp::http::HeaderValue::from_static("application/problem+json"),
+        );
+        if status == StatusCode::SERVICE_UNAVAILABLE {
+            r.headers_mut()
+                .insert("retry-after", warp::http::HeaderValue::from_static("1"));
+        }
+        r
+    }
+}
+
+impl From<thingtotal_common::Error> for Problem {
+    fn from(e: thingtotal_common::Error) -> Self {
+        tracing::warn!(error = %e, "log unavailable");
+        Problem::unavailable(format!("the log did not answer: {e}"))
+    }
+}
+
+/// Turns a handler's result into a response.
+pub(crate) async fn respond(r: Result<Response, Problem>) -> Response {
+    r.unwrap_or_else(Reply::into_response)
+}
+
+/// Turns warp's rejections (no route, wrong method, body too large) into problems.
+pub async fn recover(r: warp::Rejection) -> Result<Response, Infallible> {
+    let p = if r.is_not_found() {
+        Problem::not_found("no such route")
+    } else if let Some(t) = r.find::<http::BodyTooLarge>() {
+        Problem::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload-too-large",
+            format!(
+                "the body is larger than this endpoint's limit of {} bytes",
+                t.limit
+            ),
+        )
+    } else if let Some(e) = r.find::<http::BodyUnreadable>() {
+        Problem::bad_request(format!("the body could not be read: {}", e.0))
+    } else if r.find::<warp::reject::MethodNotAllowed>().is_some() {
+        Problem::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method-not-allowed",
+            "this route does not take that method",
+        )
+    } else if let Some(e) = r.find::<warp::reject::InvalidQuery>() {
+        Problem::bad_request(e.to_string())
+    } else {
+        Problem::bad_request(format!("{r:?}"))
+    };
+    Ok(p.into_response())
+}
