@@ -1,11 +1,13 @@
 //! `thingtotal up`: every part in one process, on the embedded log unless Kafka is given.
 
 use std::net::SocketAddr;
+use std::path::Path;
 
+use anyhow::Context;
 use clap::Args;
 use thingtotal_common::config::{AdminArgs, ArchiveArgs, InfluxArgs, LogArgs};
-use thingtotal_common::http;
 use thingtotal_common::runtime::Runtime;
+use thingtotal_common::{http, keys, problem};
 use tokio_util::sync::CancellationToken;
 use tracing::info;
 use warp::Filter;
@@ -16,9 +18,12 @@ pub struct Config {
     /// Where the topics live: Kafka if --kafka-brokers is given, else the embedded log.
     #[command(flatten)]
     pub log: LogArgs,
-    /// The admin token.
+    /// The admin token; generated and kept in `<data-dir>/admin-token` if not given.
     #[command(flatten)]
     pub admin: AdminArgs,
+    /// Ingest request limits.
+    #[command(flatten)]
+    pub limits: thingtotal_ingest::LimitArgs,
     /// InfluxDB, if configured.
     #[command(flatten)]
     pub influx: InfluxArgs,
@@ -30,8 +35,37 @@ pub struct Config {
     pub http_addr: SocketAddr,
 }
 
+/// The admin token: the one given, or the one kept in the data directory, or a new one saved
+/// there with permissions 0600.
+fn admin_token(given: Option<&str>, data_dir: &Path) -> anyhow::Result<String> {
+    if let Some(t) = given.filter(|t| !t.is_empty()) {
+        return Ok(t.to_owned());
+    }
+    let path = data_dir.join("admin-token");
+    if let Ok(t) = std::fs::read_to_string(&path) {
+        if !t.trim().is_empty() {
+            return Ok(t.trim().to_owned());
+        }
+    }
+    std::fs::create_dir_all(data_dir)?;
+    let token = keys::generate();
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&path)
+        .with_context(|| format!("saving the admin token to {}", path.display()))?;
+    writeln!(f, "{token}")?;
+    f.sync_all()?;
+    Ok(token)
+}
+
 /// Runs `up` until `shutdown` is cancelled.
 pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let token = admin_token(config.admin.admin_token.as_deref(), &config.log.data_dir)?;
     let log = config.log.open()?;
     match config.log.kafka_brokers.as_deref() {
         Some(brokers) => info!(brokers, "running on Kafka"),
@@ -42,10 +76,41 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         ),
     }
     let rt = Runtime::start(&config.log, log, shutdown.clone()).await?;
-    let routes = http::ops_routes("up", rt.log.clone())
-        .recover(http::not_found)
-        .unify();
+    let routes =
+        thingtotal_ingest::routes(thingtotal_ingest::Ingest::new(rt.clone(), &config.limits))
+            .or(thingtotal_api::routes(thingtotal_api::Api::new(
+                rt.clone(),
+                Some(token),
+            )))
+            .unify()
+            .or(http::ops_routes("up", rt.log.clone()))
+            .unify()
+            .recover(problem::recover)
+            .unify();
     let (_, server) = http::spawn_server("up", config.http_addr, routes, shutdown).await?;
     server.await?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn the_admin_token_is_generated_once_and_kept_private() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = admin_token(None, dir.path()).unwrap();
+        let mode = std::fs::metadata(dir.path().join("admin-token"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+        assert_eq!(
+            admin_token(None, dir.path()).unwrap(),
+            first,
+            "reused on the next start"
+        );
+        assert_eq!(admin_token(Some("given"), dir.path()).unwrap(), "given");
+    }
 }

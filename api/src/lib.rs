@@ -6,7 +6,6 @@
 
 mod auth;
 pub mod openapi;
-pub mod problem;
 pub mod streams;
 
 use std::net::SocketAddr;
@@ -21,7 +20,7 @@ use warp::filters::BoxedFilter;
 use warp::reply::Response;
 use warp::{Filter, Reply};
 
-use crate::problem::respond;
+use thingtotal_common::problem::{self, respond};
 
 /// The largest stream definition accepted.
 const MAX_DEFINITION_BYTES: u64 = 256 * 1024;
@@ -130,41 +129,41 @@ pub fn routes(api: Api) -> BoxedFilter<(Response,)> {
         .and(warp::path::end())
         .and(warp::post())
         .and(state.clone())
-        .and(auth::credential())
+        .and(http::credential())
         .and(body())
         .then(|a, c, b| async move { respond(create(a, c, b).await).await });
     let list = streams()
         .and(warp::path::end())
         .and(warp::get())
         .and(state.clone())
-        .and(auth::credential())
+        .and(http::credential())
         .and(raw_query())
         .then(|a, c, q: String| async move { respond(list(a, c, &q).await).await });
     let get = one()
         .and(warp::path::end())
         .and(warp::get())
         .and(state.clone())
-        .and(auth::credential())
+        .and(http::credential())
         .then(|id, a, c| async move { respond(get(a, id, c).await).await });
     let update = one()
         .and(warp::path::end())
         .and(warp::put())
         .and(state.clone())
-        .and(auth::credential())
+        .and(http::credential())
         .and(body())
         .then(|id, a, c, b| async move { respond(update(a, id, c, b).await).await });
     let delete = one()
         .and(warp::path::end())
         .and(warp::delete())
         .and(state.clone())
-        .and(auth::credential())
+        .and(http::credential())
         .then(|id, a, c| async move { respond(delete(a, id, c).await).await });
     let rotate = one()
         .and(warp::path("keys"))
         .and(warp::path::end())
         .and(warp::post())
         .and(state.clone())
-        .and(auth::credential())
+        .and(http::credential())
         .and(body())
         .then(|id, a, c, b| async move { respond(rotate(a, id, c, b).await).await });
     let doc = openapi::document();

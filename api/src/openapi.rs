@@ -3,8 +3,8 @@
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use crate::problem::{Problem, Violation};
 use crate::streams;
+use thingtotal_common::problem::{Problem, Violation};
 
 /// The document served at `GET /api/openapi.json`.
 #[derive(Debug, OpenApi)]
@@ -75,7 +75,8 @@ fn metrics() {}
 #[allow(dead_code)]
 fn openapi_json() {}
 
-/// The document as JSON.
+/// The whole product's document as JSON: the api's routes and ingest's.
 pub fn document() -> serde_json::Value {
-    serde_json::to_value(ApiDoc::openapi()).expect("the OpenAPI document serialises")
+    let doc = ApiDoc::openapi().merge_from(thingtotal_ingest::openapi::IngestDoc::openapi());
+    serde_json::to_value(doc).expect("the OpenAPI document serialises")
 }

@@ -17,8 +17,10 @@ use warp::http::StatusCode;
 use warp::reply::Response;
 use warp::Reply;
 
-use crate::auth::{self, Credential};
-use crate::problem::{Problem, Violation};
+use thingtotal_common::http::Credential;
+use thingtotal_common::problem::{Problem, Violation};
+
+use crate::auth;
 use crate::Api;
 
 /// How long a handler waits for its registry to apply its own write.

@@ -13,10 +13,12 @@ pub mod error;
 pub mod http;
 pub mod keys;
 pub mod log;
+pub mod problem;
 pub mod registry;
 pub mod runtime;
 pub mod stream;
 pub mod telemetry;
+pub mod time;
 pub mod topics;
 
 pub use error::{Error, Result};

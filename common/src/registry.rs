@@ -17,12 +17,33 @@ use crate::log::{Consumed, Log};
 use crate::stream::{StreamId, StreamRecord};
 use crate::{Error, Result};
 
+#[derive(Debug, Default)]
+struct Streams {
+    by_id: HashMap<StreamId, Arc<StreamRecord>>,
+    /// Write key hash → stream, for ThingSpeak's `/update`, whose key is all it names.
+    by_write_key: HashMap<String, StreamId>,
+}
+
+impl Streams {
+    fn remove(&mut self, id: StreamId) {
+        if let Some(old) = self.by_id.remove(&id) {
+            self.by_write_key.remove(&old.write_key_sha256);
+        }
+    }
+
+    fn insert(&mut self, s: StreamRecord) {
+        self.remove(s.id);
+        self.by_write_key.insert(s.write_key_sha256.clone(), s.id);
+        self.by_id.insert(s.id, Arc::new(s));
+    }
+}
+
 /// The live map of streams.
 #[derive(Debug)]
 pub struct Registry {
     log: Log,
     topic: String,
-    streams: RwLock<HashMap<StreamId, Arc<StreamRecord>>>,
+    streams: RwLock<Streams>,
     /// The offset of the next record to apply.
     applied: watch::Sender<i64>,
 }
@@ -39,7 +60,7 @@ impl Registry {
         let registry = Arc::new(Self {
             log: log.clone(),
             topic: topic.to_owned(),
-            streams: RwLock::new(HashMap::new()),
+            streams: RwLock::new(Streams::default()),
             applied,
         });
         let mut reader = log.reader(topic, 0, 0).await?;
@@ -82,13 +103,15 @@ impl Registry {
                     continue;
                 };
                 match c.value.as_deref() {
-                    None => {
-                        streams.remove(&id);
-                    }
+                    None => streams.remove(id),
                     Some(v) => match serde_json::from_slice::<StreamRecord>(v) {
-                        Ok(s) => {
-                            streams.insert(id, Arc::new(s));
-                        }
+                        Ok(s) if s.id == id => streams.insert(s),
+                        Ok(s) => warn!(
+                            offset = c.offset,
+                            key = id,
+                            id = s.id,
+                            "registry: key and id differ"
+                        ),
                         Err(e) => {
                             warn!(offset = c.offset, error = %e, "registry: bad stream record")
                         }
@@ -105,7 +128,18 @@ impl Registry {
         self.streams
             .read()
             .expect("registry lock")
+            .by_id
             .get(&id)
+            .cloned()
+    }
+
+    /// The stream whose write key hashes to `hash` (hex SHA-256).
+    pub fn by_write_key_hash(&self, hash: &str) -> Option<Arc<StreamRecord>> {
+        let streams = self.streams.read().expect("registry lock");
+        streams
+            .by_write_key
+            .get(hash)
+            .and_then(|id| streams.by_id.get(id))
             .cloned()
     }
 
@@ -115,6 +149,7 @@ impl Registry {
             .streams
             .read()
             .expect("registry lock")
+            .by_id
             .values()
             .cloned()
             .collect();

@@ -6,8 +6,14 @@
 //! testcontainers. If neither is possible the test fails and says how to start the services: a
 //! test never passes without the services it checks.
 
+use std::process::{Child, Command, Stdio};
 use std::sync::OnceLock;
-use thingtotal_common::log::{KafkaLog, KafkaOptions, Log};
+use std::time::{Duration, Instant};
+
+use reqwest::{Client, StatusCode};
+use serde_json::Value;
+use thingtotal_common::log::{Consumed, KafkaLog, KafkaOptions, Log};
+use thingtotal_common::topics::Topics;
 
 /// How the tests reach Kafka and InfluxDB.
 #[derive(Debug, Clone)]
@@ -85,10 +91,143 @@ pub(crate) async fn influx_database(test: &str) -> (String, String) {
     (db, bucket)
 }
 
+/// The admin token the test processes run with.
+pub(crate) const ADMIN: &str = "admin-secret-for-tests";
+
+/// A running `thingtotal` process with an HTTP port; killed when dropped.
+pub(crate) struct ApiProcess {
+    pub(crate) child: Child,
+    pub(crate) base: String,
+}
+
+impl Drop for ApiProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A free port on loopback.
+pub(crate) fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Starts `thingtotal <part>` on Kafka with the test topic `prefix`, plus `env`, and waits until
+/// its `/health` answers 200.
+pub(crate) async fn start_part(part: &str, prefix: &str, env: &[(&str, &str)]) -> ApiProcess {
+    let port = free_port();
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_thingtotal"));
+    cmd.arg(part)
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("THINGTOTAL_KAFKA_BROKERS", &services().kafka_brokers)
+        .env("THINGTOTAL_TOPIC_PREFIX", prefix)
+        .env("THINGTOTAL_ADMIN_TOKEN", ADMIN)
+        .env("THINGTOTAL_HTTP_ADDR", format!("127.0.0.1:{port}"))
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let child = cmd.spawn().expect("start thingtotal");
+    let process = ApiProcess {
+        child,
+        base: format!("http://127.0.0.1:{port}"),
+    };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Ok(r) = Client::new()
+            .get(format!("{}/health", process.base))
+            .send()
+            .await
+        {
+            if r.status() == StatusCode::OK {
+                return process;
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "thingtotal {part} did not become healthy"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Starts `thingtotal api`.
+pub(crate) async fn start_api(prefix: &str) -> ApiProcess {
+    start_part("api", prefix, &[]).await
+}
+
+/// An api and an ingest process on one topic prefix.
+pub(crate) struct Pipeline {
+    pub(crate) prefix: String,
+    pub(crate) api: ApiProcess,
+    pub(crate) ingest: ApiProcess,
+}
+
+pub(crate) async fn pipeline(name: &str, env: &[(&str, &str)]) -> Pipeline {
+    let prefix = random_prefix(name);
+    let api = start_api(&prefix).await;
+    let ingest = start_part("ingest", &prefix, env).await;
+    Pipeline {
+        prefix,
+        api,
+        ingest,
+    }
+}
+
+/// Creates a stream and returns (id, write key, read key).
+pub(crate) async fn stream(api: &ApiProcess, definition: Value) -> (u64, String, String) {
+    let r = Client::new()
+        .post(format!("{}/api/streams", api.base))
+        .bearer_auth(ADMIN)
+        .json(&definition)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let v: Value = r.json().await.unwrap();
+    (
+        v["id"].as_u64().unwrap(),
+        v["write_key"].as_str().unwrap().to_owned(),
+        v["read_key"].as_str().unwrap().to_owned(),
+    )
+}
+
+/// Reads every record of `entries.raw` until `count` arrived, ordered by partition and offset.
+pub(crate) async fn raw_entries(prefix: &str, count: usize) -> Vec<Consumed> {
+    let log = kafka();
+    let topic = Topics::new(prefix).raw;
+    let partitions = log.end_offsets(&topic).await.unwrap().len();
+    let mut readers = Vec::new();
+    for p in 0..partitions {
+        readers.push(log.reader(&topic, p as i32, 0).await.unwrap());
+    }
+    let mut out = Vec::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while out.len() < count {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{} of {count} raw entries",
+            out.len()
+        );
+        for r in &mut readers {
+            out.extend(r.read(1000, Duration::from_millis(100)).await.unwrap());
+        }
+    }
+    out.sort_by_key(|c| (c.partition, c.offset));
+    out
+}
+
 mod containers {
     //! Kafka and InfluxDB in containers, for machines with Docker and no services of their own.
 
-    use super::Services;
+    use super::{free_port, Services};
     use testcontainers::core::{IntoContainerPort, WaitFor};
     use testcontainers::runners::SyncRunner;
     use testcontainers::{Container, GenericImage, ImageExt};
@@ -99,13 +238,6 @@ mod containers {
                 .arg("info")
                 .output()
                 .is_ok_and(|o| o.status.success())
-    }
-
-    fn free_port() -> u16 {
-        std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .map(|a| a.port())
-            .expect("a free port")
     }
 
     pub(super) fn start() -> Services {

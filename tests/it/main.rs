@@ -5,5 +5,6 @@ mod api_streams;
 mod embedded_crash;
 mod harness;
 mod influx;
+mod ingest;
 mod log_conformance;
 mod registry;

@@ -1,9 +1,9 @@
-//! Errors as `application/problem+json` (RFC 9457). Every error of the api becomes a response
-//! here, and nowhere else.
+//! Errors as `application/problem+json` (RFC 9457). Every error of the native HTTP API becomes a
+//! response here, and nowhere else.
 
+use crate::http;
 use serde::Serialize;
 use std::convert::Infallible;
-use thingtotal_common::http;
 use utoipa::ToSchema;
 use warp::http::StatusCode;
 use warp::reply::Response;
@@ -22,10 +22,11 @@ pub struct Violation {
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct Problem {
     /// A URI reference naming the kind of problem.
-    #[serde(rename = "type")]
-    pub kind: String,
+    #[serde(rename = "type", serialize_with = "problem_type")]
+    #[schema(value_type = String)]
+    pub kind: &'static str,
     /// A short summary of the kind.
-    pub title: String,
+    pub title: &'static str,
     /// The HTTP status.
     pub status: u16,
     /// What went wrong in this request.
@@ -33,17 +34,25 @@ pub struct Problem {
     /// The offending members, for invalid definitions.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub errors: Vec<Violation>,
+    /// For a body that is not valid JSON: the line of the error (1-based).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub line: Option<u32>,
+    /// For a body that is not valid JSON: the column of the error (1-based).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub column: Option<u32>,
 }
 
 impl Problem {
     /// A problem of kind `slug` with `status`.
-    pub fn new(status: StatusCode, slug: &str, detail: impl Into<String>) -> Self {
+    pub fn new(status: StatusCode, slug: &'static str, detail: impl Into<String>) -> Self {
         Self {
-            kind: format!("https://thingtotal.dev/problems/{slug}"),
-            title: status.canonical_reason().unwrap_or("Error").to_owned(),
+            kind: slug,
+            title: status.canonical_reason().unwrap_or("Error"),
             status: status.as_u16(),
             detail: detail.into(),
             errors: Vec::new(),
+            line: None,
+            column: None,
         }
     }
 
@@ -90,6 +99,10 @@ impl Problem {
     }
 }
 
+fn problem_type<S: serde::Serializer>(slug: &&'static str, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&format!("https://thingtotal.dev/problems/{slug}"))
+}
+
 impl Reply for Problem {
     fn into_response(self) -> Response {
         let status = StatusCode::from_u16(self.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
@@ -106,15 +119,15 @@ impl Reply for Problem {
     }
 }
 
-impl From<thingtotal_common::Error> for Problem {
-    fn from(e: thingtotal_common::Error) -> Self {
+impl From<crate::Error> for Problem {
+    fn from(e: crate::Error) -> Self {
         tracing::warn!(error = %e, "log unavailable");
         Problem::unavailable(format!("the log did not answer: {e}"))
     }
 }
 
 /// Turns a handler's result into a response.
-pub(crate) async fn respond(r: Result<Response, Problem>) -> Response {
+pub async fn respond(r: Result<Response, Problem>) -> Response {
     r.unwrap_or_else(Reply::into_response)
 }
 

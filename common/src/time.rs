@@ -1,0 +1,92 @@
+//! Parsing the times that devices and clients send.
+
+use chrono::{DateTime, FixedOffset, NaiveDateTime, TimeZone, Utc};
+
+/// Parses a time as devices send it: RFC 3339 (`2026-01-02T03:04:05.678Z`), ISO 8601 or MySQL
+/// style without a zone (`2026-01-02 03:04:05`, UTC assumed, as ThingSpeak does), with a short
+/// offset (`2026-01-02 03:04:05-05`, `…+0530`, `… UTC`), or epoch seconds (`1767323045`).
+pub fn parse_device_time(s: &str) -> Option<DateTime<Utc>> {
+    let s = s.trim();
+    if s.is_empty() {
+        return None;
+    }
+    if let Ok(t) = DateTime::parse_from_rfc3339(s) {
+        return Some(t.with_timezone(&Utc));
+    }
+    if s.bytes().all(|b| b.is_ascii_digit()) {
+        return s
+            .parse::<i64>()
+            .ok()
+            .and_then(|secs| Utc.timestamp_opt(secs, 0).single());
+    }
+    let s = s
+        .strip_suffix(" UTC")
+        .or_else(|| s.strip_suffix('Z'))
+        .unwrap_or(s);
+    let normalized = s.replacen('T', " ", 1);
+    for fmt in ["%Y-%m-%d %H:%M:%S%.f", "%Y-%m-%d %H:%M"] {
+        if let Ok(t) = NaiveDateTime::parse_from_str(&normalized, fmt) {
+            return Some(t.and_utc());
+        }
+    }
+    // A trailing offset: -05, -0500, -05:00.
+    let split = normalized.rfind(['+', '-']).filter(|&i| i > 10)?;
+    let (local, offset) = normalized.split_at(split);
+    let sign = if offset.starts_with('-') { -1 } else { 1 };
+    let digits: String = offset[1..].chars().filter(char::is_ascii_digit).collect();
+    let (h, m) = match digits.len() {
+        2 => (digits.parse::<i32>().ok()?, 0),
+        4 => (
+            digits[..2].parse::<i32>().ok()?,
+            digits[2..].parse::<i32>().ok()?,
+        ),
+        _ => return None,
+    };
+    let offset = FixedOffset::east_opt(sign * (h * 3600 + m * 60))?;
+    let local = NaiveDateTime::parse_from_str(local, "%Y-%m-%d %H:%M:%S%.f").ok()?;
+    offset
+        .from_local_datetime(&local)
+        .single()
+        .map(|t| t.with_timezone(&Utc))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn utc(s: &str) -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc)
+    }
+
+    #[test]
+    fn device_times_in_every_documented_form() {
+        let t = utc("2014-12-31T23:59:59Z");
+        for s in [
+            "2014-12-31T23:59:59Z",
+            "2014-12-31T23:59:59+00:00",
+            "2014-12-31 23:59:59",
+            "2014-12-31T23:59:59",
+            "2014-12-31 23:59:59 UTC",
+            "2015-01-01 00:59:59+01",
+            "2014-12-31 18:59:59-05",
+            "2014-12-31 18:59:59-0500",
+            "2014-12-31 18:59:59-05:00",
+            "1420070399",
+        ] {
+            assert_eq!(parse_device_time(s), Some(t), "{s}");
+        }
+        assert_eq!(
+            parse_device_time("2014-12-31 23:59:59.250"),
+            Some(utc("2014-12-31T23:59:59.250Z"))
+        );
+        for bad in [
+            "",
+            "yesterday",
+            "2014-13-01 00:00:00",
+            "2014-12-31 23:59:59+7",
+            "12:00",
+        ] {
+            assert_eq!(parse_device_time(bad), None, "{bad}");
+        }
+    }
+}

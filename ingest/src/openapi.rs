@@ -1,0 +1,76 @@
+//! The ingest routes' part of the OpenAPI document (the api part merges it into its own).
+
+use utoipa::OpenApi;
+
+/// The ingest routes, native and ThingSpeak-compatible.
+#[derive(Debug, OpenApi)]
+#[openapi(
+    paths(
+        crate::native::post_entries,
+        update_get,
+        update_post,
+        update_json_get,
+        update_json_post,
+        bulk_update
+    ),
+    components(schemas(crate::native::Accepted)),
+    tags(
+        (name = "entries", description = "Post entries to a stream"),
+        (name = "thingspeak", description = "ThingSpeak-compatible writes: existing devices work by changing the host")
+    )
+)]
+pub struct IngestDoc;
+
+/// Write one entry, ThingSpeak style: `api_key` (or the `THINGSPEAKAPIKEY` header), `field1..8`,
+/// `lat`, `long`, `elevation`, `status`, `created_at`, in the query or a form or JSON body.
+/// Answers the entry's id (its `seq`) as text, or `0` on failure.
+#[utoipa::path(get, path = "/update", tag = "thingspeak",
+    params(("api_key" = Option<String>, Query, description = "The stream's write key"),
+           ("field1" = Option<String>, Query, description = "Value of the stream's first field (likewise field2..field8)"),
+           ("created_at" = Option<String>, Query, description = "The reading's time (ISO 8601; UTC if no zone)")),
+    responses((status = 200, description = "The new entry's id as text", body = String, content_type = "text/plain"),
+              (status = 400, description = "`0`: missing or unknown write key, or an unreadable request", body = String, content_type = "text/plain"),
+              (status = 503, description = "`0`: not stored; retry", body = String, content_type = "text/plain")))]
+#[allow(dead_code)]
+fn update_get() {}
+
+/// Write one entry, ThingSpeak style, with a form or JSON body.
+#[utoipa::path(post, path = "/update", tag = "thingspeak",
+    request_body(content = String, description = "field1=…&field2=…&api_key=…", content_type = "application/x-www-form-urlencoded"),
+    responses((status = 200, description = "The new entry's id as text", body = String, content_type = "text/plain"),
+              (status = 400, description = "`0`: missing or unknown write key, or an unreadable request", body = String, content_type = "text/plain"),
+              (status = 503, description = "`0`: not stored; retry", body = String, content_type = "text/plain")))]
+#[allow(dead_code)]
+fn update_post() {}
+
+/// Write one entry, ThingSpeak style; answers ThingSpeak's entry object.
+#[utoipa::path(get, path = "/update.json", tag = "thingspeak",
+    params(("api_key" = Option<String>, Query, description = "The stream's write key"),
+           ("field1" = Option<String>, Query, description = "Value of the stream's first field (likewise field2..field8)")),
+    responses((status = 200, description = "The entry: channel_id, created_at, entry_id, field1..8 (strings or null), latitude, longitude, elevation, status", body = Object),
+              (status = 400, description = "`0`", body = String, content_type = "text/plain"),
+              (status = 503, description = "`0`: not stored; retry", body = String, content_type = "text/plain")))]
+#[allow(dead_code)]
+fn update_json_get() {}
+
+/// Write one entry, ThingSpeak style, with a form or JSON body; answers the entry object.
+#[utoipa::path(post, path = "/update.json", tag = "thingspeak",
+    request_body(content = String, description = "field1=…&field2=…&api_key=…", content_type = "application/x-www-form-urlencoded"),
+    responses((status = 200, description = "The entry object", body = Object),
+              (status = 400, description = "`0`", body = String, content_type = "text/plain"),
+              (status = 503, description = "`0`: not stored; retry", body = String, content_type = "text/plain")))]
+#[allow(dead_code)]
+fn update_json_post() {}
+
+/// Write many entries: `{"write_api_key": …, "updates": [{"created_at" or "delta_t", "field1", …}]}`.
+#[utoipa::path(post, path = "/channels/{id}/bulk_update.json", tag = "thingspeak",
+    params(("id" = u64, Path, description = "Channel (stream) id")),
+    request_body(content = Object, description = "write_api_key and updates"),
+    responses((status = 202, description = "{\"success\":true}", body = Object),
+              (status = 400, description = "ThingSpeak error object", body = Object),
+              (status = 401, description = "ThingSpeak error object: error_auth_required", body = Object),
+              (status = 404, description = "ThingSpeak error object: error_resource_not_found", body = Object),
+              (status = 413, description = "ThingSpeak error object: error_request_too_large", body = Object),
+              (status = 503, description = "Not stored; retry", body = Object)))]
+#[allow(dead_code)]
+fn bulk_update() {}

@@ -1,0 +1,139 @@
+//! Authenticating a write and publishing its entries to `entries.raw`: shared by the native
+//! endpoint and the ThingSpeak-compatible ones, which differ only in how they answer.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::Bytes;
+use chrono::{DateTime, Utc};
+use thingtotal_common::envelope::{self, format_time};
+use thingtotal_common::keys;
+use thingtotal_common::log::Record;
+use thingtotal_common::stream::{StreamId, StreamRecord};
+use uuid::Uuid;
+
+use crate::Ingest;
+
+/// Why a write was refused before anything was published.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Refused {
+    /// No write key was sent.
+    NoKey,
+    /// The key is not this stream's write key.
+    WrongKey,
+    /// No such stream, even after the registry caught up.
+    UnknownStream,
+    /// The log did not acknowledge in time (or failed); nothing is reported as accepted.
+    Unavailable(String),
+}
+
+/// What the log acknowledged for one request.
+#[derive(Debug, Clone)]
+pub(crate) struct Accepted {
+    /// Each entry's id, in request order.
+    pub(crate) entry_ids: Vec<Uuid>,
+    /// Each entry's offset in `entries.raw` plus one, in request order.
+    pub(crate) seq: Vec<u64>,
+    /// When the request was received.
+    pub(crate) received_at: DateTime<Utc>,
+}
+
+impl Ingest {
+    /// The stream `id`, if `key` is its write key.
+    pub(crate) async fn writable(
+        &self,
+        id: StreamId,
+        key: Option<&str>,
+    ) -> Result<Arc<StreamRecord>, Refused> {
+        let key = key.ok_or(Refused::NoKey)?;
+        let stream = self
+            .rt
+            .registry
+            .lookup(id, self.limits.lookup_timeout)
+            .await
+            .map_err(|e| Refused::Unavailable(e.to_string()))?
+            .ok_or(Refused::UnknownStream)?;
+        if keys::matches(key, &stream.write_key_sha256) {
+            Ok(stream)
+        } else {
+            Err(Refused::WrongKey)
+        }
+    }
+
+    /// The stream whose write key is `key` (ThingSpeak's `/update` names no channel). A stream
+    /// created a moment ago may not be in the registry yet, so it waits for it to catch up.
+    pub(crate) async fn stream_for_key(&self, key: &str) -> Result<Arc<StreamRecord>, Refused> {
+        let hash = keys::hash(key);
+        if let Some(s) = self.rt.registry.by_write_key_hash(&hash) {
+            return Ok(s);
+        }
+        self.rt
+            .registry
+            .caught_up(self.limits.lookup_timeout)
+            .await
+            .map_err(|e| Refused::Unavailable(e.to_string()))?;
+        self.rt
+            .registry
+            .by_write_key_hash(&hash)
+            .ok_or(Refused::WrongKey)
+    }
+
+    /// Appends `entries` to `entries.raw` and waits, at most the configured deadline, until the
+    /// log acknowledged every one of them.
+    pub(crate) async fn publish(
+        &self,
+        stream: &StreamRecord,
+        entries: Vec<Bytes>,
+        source: &'static str,
+    ) -> Result<Accepted, Refused> {
+        let received_at = Utc::now();
+        let stamp = Bytes::from(format_time(received_at));
+        let key = stream.key();
+        let source = Bytes::from_static(source.as_bytes());
+        let entry_ids: Vec<Uuid> = entries.iter().map(|_| Uuid::now_v7()).collect();
+        let records: Vec<Record> = entries
+            .into_iter()
+            .zip(&entry_ids)
+            .map(|(value, id)| Record {
+                key: Some(key.clone()),
+                value: Some(value),
+                headers: vec![
+                    (envelope::ENTRY_ID.to_owned(), Bytes::from(id.to_string())),
+                    (envelope::RECEIVED_AT.to_owned(), stamp.clone()),
+                    (envelope::SOURCE.to_owned(), source.clone()),
+                ],
+                timestamp_ms: Some(received_at.timestamp_millis()),
+            })
+            .collect();
+        let n = records.len();
+        let started = Instant::now();
+        let appended = tokio::time::timeout(
+            self.limits.ack_timeout,
+            self.rt.log.append(&self.rt.topics.raw, records),
+        )
+        .await;
+        metrics::histogram!("thingtotal_ingest_ack_seconds")
+            .record(started.elapsed().as_secs_f64());
+        let positions = match appended {
+            Ok(Ok(p)) => p,
+            Ok(Err(e)) => return Err(Refused::Unavailable(e.to_string())),
+            Err(_) => {
+                return Err(Refused::Unavailable(format!(
+                    "the log did not acknowledge within {:?}",
+                    self.limits.ack_timeout
+                )))
+            }
+        };
+        metrics::counter!("thingtotal_ingest_entries_accepted_total", "source" => source_label(&source))
+            .increment(n as u64);
+        Ok(Accepted {
+            entry_ids,
+            seq: positions.iter().map(|p| p.offset as u64 + 1).collect(),
+            received_at,
+        })
+    }
+}
+
+fn source_label(source: &Bytes) -> String {
+    String::from_utf8_lossy(source).into_owned()
+}

@@ -1,0 +1,193 @@
+//! Splits a request body into entries without re-serialising them: each entry is a slice of the
+//! body, byte for byte as the device sent it.
+
+use bytes::Bytes;
+use serde_json::value::RawValue;
+
+/// Why a body could not be split.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum SplitError {
+    /// Not valid JSON; line and column are 1-based, within the body.
+    Malformed {
+        /// The line of the error.
+        line: usize,
+        /// The column of the error.
+        column: usize,
+        /// serde_json's message.
+        message: String,
+    },
+    /// An entry that is valid JSON but not an object; `index` is its position among the entries.
+    NotAnObject {
+        /// Its position (0-based).
+        index: usize,
+    },
+    /// The body holds no entries.
+    Empty,
+    /// More entries than allowed.
+    TooMany {
+        /// The limit.
+        limit: usize,
+    },
+}
+
+fn malformed(e: serde_json::Error, line_offset: usize) -> SplitError {
+    SplitError::Malformed {
+        line: e.line() + line_offset,
+        column: e.column(),
+        message: e.to_string(),
+    }
+}
+
+fn is_object(raw: &RawValue) -> bool {
+    raw.get().starts_with('{')
+}
+
+/// Splits a JSON body: one object, or an array of objects.
+pub(crate) fn json(body: &Bytes, limit: usize) -> Result<Vec<Bytes>, SplitError> {
+    let first = body.iter().find(|b| !b.is_ascii_whitespace());
+    match first {
+        None => Err(SplitError::Empty),
+        Some(b'[') => {
+            let items: Vec<&RawValue> =
+                serde_json::from_slice(body).map_err(|e| malformed(e, 0))?;
+            if items.is_empty() {
+                return Err(SplitError::Empty);
+            }
+            if items.len() > limit {
+                return Err(SplitError::TooMany { limit });
+            }
+            items
+                .iter()
+                .enumerate()
+                .map(|(index, raw)| {
+                    if is_object(raw) {
+                        Ok(body.slice_ref(raw.get().as_bytes()))
+                    } else {
+                        Err(SplitError::NotAnObject { index })
+                    }
+                })
+                .collect()
+        }
+        Some(_) => {
+            let raw: &RawValue = serde_json::from_slice(body).map_err(|e| malformed(e, 0))?;
+            if !is_object(raw) {
+                return Err(SplitError::NotAnObject { index: 0 });
+            }
+            Ok(vec![body.slice_ref(raw.get().as_bytes())])
+        }
+    }
+}
+
+/// Splits an NDJSON body: one object per line; blank lines are skipped.
+pub(crate) fn ndjson(body: &Bytes, limit: usize) -> Result<Vec<Bytes>, SplitError> {
+    let mut out = Vec::new();
+    for (n, line) in body.split(|b| *b == b'\n').enumerate() {
+        if line.iter().all(u8::is_ascii_whitespace) {
+            continue;
+        }
+        if out.len() == limit {
+            return Err(SplitError::TooMany { limit });
+        }
+        let raw: &RawValue = serde_json::from_slice(line).map_err(|e| malformed(e, n))?;
+        if !is_object(raw) {
+            return Err(SplitError::NotAnObject { index: out.len() });
+        }
+        out.push(body.slice_ref(raw.get().as_bytes()));
+    }
+    if out.is_empty() {
+        return Err(SplitError::Empty);
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn texts(v: Vec<Bytes>) -> Vec<String> {
+        v.into_iter()
+            .map(|b| String::from_utf8(b.to_vec()).unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn entries_are_the_bytes_as_sent() {
+        let body =
+            Bytes::from_static(b" [ {\"t\": 1.50, \"s\":\"\\u00e9\"} ,{\"a\" :{\"b\":[1, 2]}}\n] ");
+        assert_eq!(
+            texts(json(&body, 10).unwrap()),
+            [
+                "{\"t\": 1.50, \"s\":\"\\u00e9\"}",
+                "{\"a\" :{\"b\":[1, 2]}}"
+            ]
+        );
+        let one = Bytes::from_static(b"\n{\"t\":  1e3}\n");
+        assert_eq!(texts(json(&one, 10).unwrap()), ["{\"t\":  1e3}"]);
+        let nd = Bytes::from_static(b"{\"a\":1}\r\n\n  {\"a\": 2}\n");
+        assert_eq!(texts(ndjson(&nd, 10).unwrap()), ["{\"a\":1}", "{\"a\": 2}"]);
+    }
+
+    #[test]
+    fn errors_say_where() {
+        let e = json(&Bytes::from_static(b"[{\"a\":1},\n{\"a\":}]"), 10).unwrap_err();
+        assert!(
+            matches!(
+                e,
+                SplitError::Malformed {
+                    line: 2,
+                    column: 6,
+                    ..
+                }
+            ),
+            "{e:?}"
+        );
+        let e = ndjson(&Bytes::from_static(b"{\"a\":1}\n{\"a\":1}\n{oops}\n"), 10).unwrap_err();
+        assert!(
+            matches!(
+                e,
+                SplitError::Malformed {
+                    line: 3,
+                    column: 2,
+                    ..
+                }
+            ),
+            "{e:?}"
+        );
+        assert_eq!(
+            json(&Bytes::from_static(b"[{}, 3, {}]"), 10).unwrap_err(),
+            SplitError::NotAnObject { index: 1 }
+        );
+        assert_eq!(
+            json(&Bytes::from_static(b"\"x\""), 10).unwrap_err(),
+            SplitError::NotAnObject { index: 0 }
+        );
+        assert_eq!(
+            ndjson(&Bytes::from_static(b"{}\n[1]"), 10).unwrap_err(),
+            SplitError::NotAnObject { index: 1 }
+        );
+        assert_eq!(
+            json(&Bytes::from_static(b"[]"), 10).unwrap_err(),
+            SplitError::Empty
+        );
+        assert_eq!(
+            json(&Bytes::from_static(b"  "), 10).unwrap_err(),
+            SplitError::Empty
+        );
+        assert_eq!(
+            ndjson(&Bytes::from_static(b"\n\n"), 10).unwrap_err(),
+            SplitError::Empty
+        );
+        assert_eq!(
+            json(&Bytes::from_static(b"[{},{},{}]"), 2).unwrap_err(),
+            SplitError::TooMany { limit: 2 }
+        );
+        assert_eq!(
+            ndjson(&Bytes::from_static(b"{}\n{}\n{}"), 2).unwrap_err(),
+            SplitError::TooMany { limit: 2 }
+        );
+        assert!(matches!(
+            json(&Bytes::from_static(b"{} {}"), 2).unwrap_err(),
+            SplitError::Malformed { .. }
+        ));
+    }
+}

@@ -1,0 +1,431 @@
+//! The ingest edge, through `thingtotal ingest` and `thingtotal api` on real Kafka: what lands on
+//! `entries.raw`, and every error status.
+
+use std::io::Write;
+
+use bytes::Bytes;
+use reqwest::{Client, StatusCode};
+use serde_json::{json, Value};
+
+use crate::harness::{pipeline, raw_entries, stream, Pipeline};
+
+fn gzip(bytes: &[u8]) -> Vec<u8> {
+    let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    e.write_all(bytes).unwrap();
+    e.finish().unwrap()
+}
+
+fn schema() -> Value {
+    json!({"name": "ingest", "schema": {"type": "object", "properties": {"t": {"type": "number"}}}})
+}
+
+async fn post(
+    p: &Pipeline,
+    id: u64,
+    key: Option<&str>,
+    content_type: &str,
+    body: Vec<u8>,
+    gz: bool,
+) -> reqwest::Response {
+    let mut r = Client::new()
+        .post(format!("{}/api/streams/{id}/entries", p.ingest.base))
+        .header("content-type", content_type);
+    if let Some(k) = key {
+        r = r.header("x-api-key", k);
+    }
+    if gz {
+        r = r.header("content-encoding", "gzip").body(gzip(&body));
+    } else {
+        r = r.body(body);
+    }
+    r.send().await.unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn accepted_entries_are_on_entries_raw_byte_for_byte_in_order() {
+    let p = pipeline("raw", &[]).await;
+    let (id, key, _) = stream(&p.api, schema()).await;
+    let requests: Vec<(&str, &[u8], bool, Vec<&str>)> = vec![
+        (
+            "application/json",
+            b" {\"t\":  1.50}\n",
+            false,
+            vec!["{\"t\":  1.50}"],
+        ),
+        (
+            "application/json",
+            b"[{\"t\":2},{\"t\":3,\"x\":\"\\u00e9\"} , {\"t\" : 4e0}]",
+            false,
+            vec!["{\"t\":2}", "{\"t\":3,\"x\":\"\\u00e9\"}", "{\"t\" : 4e0}"],
+        ),
+        (
+            "application/x-ndjson",
+            b"{\"t\":5}\n\n{\"t\":6}\r\n{\"t\": 7}",
+            false,
+            vec!["{\"t\":5}", "{\"t\":6}", "{\"t\": 7}"],
+        ),
+        (
+            "application/json",
+            b"[{\"t\":8},{\"t\":9}]",
+            true,
+            vec!["{\"t\":8}", "{\"t\":9}"],
+        ),
+    ];
+    let mut expected: Vec<(String, String, u64)> = Vec::new();
+    for (content_type, body, gz, entries) in requests {
+        let r = post(&p, id, Some(&key), content_type, body.to_vec(), gz).await;
+        assert_eq!(r.status(), StatusCode::ACCEPTED);
+        let a: Value = r.json().await.unwrap();
+        assert_eq!(a["accepted"], entries.len());
+        for (i, e) in entries.iter().enumerate() {
+            expected.push((
+                e.to_string(),
+                a["entry_ids"][i].as_str().unwrap().to_owned(),
+                a["seq"][i].as_u64().unwrap(),
+            ));
+        }
+    }
+    let raw = raw_entries(&p.prefix, expected.len()).await;
+    assert_eq!(raw.len(), expected.len());
+    assert!(
+        raw.iter().all(|c| c.partition == raw[0].partition),
+        "one stream, one partition"
+    );
+    for (c, (bytes, entry_id, seq)) in raw.iter().zip(&expected) {
+        assert_eq!(c.key.as_deref(), Some(id.to_string().as_bytes()));
+        assert_eq!(
+            c.value.as_deref(),
+            Some(bytes.as_bytes()),
+            "the bytes as sent"
+        );
+        assert_eq!(c.offset as u64 + 1, *seq, "seq is the offset plus one");
+        let names: Vec<&str> = c.headers.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(names, ["tt.entry_id", "tt.received_at", "tt.source"]);
+        assert_eq!(
+            c.header("tt.entry_id"),
+            Some(&Bytes::from(entry_id.clone()))
+        );
+        let id = uuid::Uuid::parse_str(entry_id).unwrap();
+        assert_eq!(id.get_version_num(), 7);
+        let received = std::str::from_utf8(c.header("tt.received_at").unwrap()).unwrap();
+        let t = chrono::DateTime::parse_from_rfc3339(received).unwrap();
+        assert!(
+            received.ends_with('Z') && received.len() == 27,
+            "microseconds, UTC: {received}"
+        );
+        assert_eq!(
+            c.timestamp_ms,
+            t.timestamp_millis(),
+            "the Kafka timestamp is received_at"
+        );
+        assert_eq!(c.header("tt.source").map(|b| &b[..]), Some(&b"http"[..]));
+    }
+    let seqs: Vec<u64> = expected.iter().map(|e| e.2).collect();
+    assert!(seqs.windows(2).all(|w| w[1] == w[0] + 1), "{seqs:?}");
+    assert!(seqs[0] >= 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_ingest_error_has_its_status() {
+    let p = pipeline(
+        "ingest-errors",
+        &[
+            ("THINGTOTAL_MAX_BODY_BYTES", "65536"),
+            ("THINGTOTAL_MAX_ENTRIES", "50"),
+        ],
+    )
+    .await;
+    let (id, key, read_key) = stream(&p.api, schema()).await;
+    let problem = |r: reqwest::Response, status: StatusCode| async move {
+        assert_eq!(r.status(), status);
+        assert_eq!(r.headers()["content-type"], "application/problem+json");
+        r.json::<Value>().await.unwrap()
+    };
+    let ok = b"{\"t\":1}".to_vec();
+    problem(
+        post(&p, id, None, "application/json", ok.clone(), false).await,
+        StatusCode::UNAUTHORIZED,
+    )
+    .await;
+    problem(
+        post(
+            &p,
+            id,
+            Some(&read_key),
+            "application/json",
+            ok.clone(),
+            false,
+        )
+        .await,
+        StatusCode::FORBIDDEN,
+    )
+    .await;
+    problem(
+        post(&p, 999, Some(&key), "application/json", ok.clone(), false).await,
+        StatusCode::NOT_FOUND,
+    )
+    .await;
+    let e = problem(
+        post(
+            &p,
+            id,
+            Some(&key),
+            "application/json",
+            b"[{\"t\":1},\n {\"t\":}]".to_vec(),
+            false,
+        )
+        .await,
+        StatusCode::BAD_REQUEST,
+    )
+    .await;
+    assert_eq!(
+        (e["line"].as_u64(), e["column"].as_u64()),
+        (Some(2), Some(7)),
+        "{e}"
+    );
+    let e = problem(
+        post(
+            &p,
+            id,
+            Some(&key),
+            "application/x-ndjson",
+            b"{\"t\":1}\n{\"t\":2}\nnope".to_vec(),
+            false,
+        )
+        .await,
+        StatusCode::BAD_REQUEST,
+    )
+    .await;
+    assert_eq!(e["line"], 3, "{e}");
+    let e = problem(
+        post(
+            &p,
+            id,
+            Some(&key),
+            "application/json",
+            b"[{\"t\":1}, 2]".to_vec(),
+            false,
+        )
+        .await,
+        StatusCode::BAD_REQUEST,
+    )
+    .await;
+    assert_eq!(e["errors"][0]["pointer"], "/1");
+    problem(
+        post(
+            &p,
+            id,
+            Some(&key),
+            "application/json",
+            b"[]".to_vec(),
+            false,
+        )
+        .await,
+        StatusCode::BAD_REQUEST,
+    )
+    .await;
+    // Limits: the body, the entry count, and the inflated size (a gzip bomb).
+    let big = format!(
+        "[{}]",
+        vec![format!("{{\"t\":1,\"pad\":\"{}\"}}", "x".repeat(1000)); 70].join(",")
+    );
+    problem(
+        post(
+            &p,
+            id,
+            Some(&key),
+            "application/json",
+            big.into_bytes(),
+            false,
+        )
+        .await,
+        StatusCode::PAYLOAD_TOO_LARGE,
+    )
+    .await;
+    let many = format!("[{}]", vec!["{\"t\":1}"; 51].join(","));
+    let e = problem(
+        post(
+            &p,
+            id,
+            Some(&key),
+            "application/json",
+            many.into_bytes(),
+            false,
+        )
+        .await,
+        StatusCode::PAYLOAD_TOO_LARGE,
+    )
+    .await;
+    assert!(e["detail"].as_str().unwrap().contains("50"));
+    let mut bomb = b"{\"t\":1,\"pad\":\"".to_vec();
+    bomb.extend(std::iter::repeat_n(b' ', 40 * 1024 * 1024));
+    bomb.extend(b"\"}");
+    let compressed = gzip(&bomb);
+    assert!(
+        compressed.len() < 65536,
+        "the bomb fits the body limit: {}",
+        compressed.len()
+    );
+    let r = Client::new()
+        .post(format!("{}/api/streams/{id}/entries", p.ingest.base))
+        .header("x-api-key", &key)
+        .header("content-encoding", "gzip")
+        .body(compressed)
+        .send()
+        .await
+        .unwrap();
+    problem(r, StatusCode::PAYLOAD_TOO_LARGE).await;
+    let r = Client::new()
+        .post(format!("{}/api/streams/{id}/entries", p.ingest.base))
+        .header("x-api-key", &key)
+        .header("content-encoding", "gzip")
+        .body(b"not gzip at all".to_vec())
+        .send()
+        .await
+        .unwrap();
+    problem(r, StatusCode::BAD_REQUEST).await;
+    let r = Client::new()
+        .post(format!("{}/api/streams/{id}/entries", p.ingest.base))
+        .header("x-api-key", &key)
+        .header("content-encoding", "br")
+        .body(ok.clone())
+        .send()
+        .await
+        .unwrap();
+    problem(r, StatusCode::UNSUPPORTED_MEDIA_TYPE).await;
+    problem(
+        post(&p, id, Some(&key), "text/csv", b"t\n1\n".to_vec(), false).await,
+        StatusCode::UNSUPPORTED_MEDIA_TYPE,
+    )
+    .await;
+    // None of the refused requests stored anything: the one good request lands at offset 0.
+    let r = post(&p, id, Some(&key), "application/json", ok, false).await;
+    assert_eq!(r.status(), StatusCode::ACCEPTED);
+    let a: Value = r.json().await.unwrap();
+    assert_eq!(a["seq"], json!([1]));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn thingspeak_writes_become_typed_entries_with_thingspeak_answers() {
+    let p = pipeline("thingspeak", &[]).await;
+    let (id, key, _) = stream(
+        &p.api,
+        json!({"name": "weather", "schema": {"type": "object", "properties": {
+            "temperature": {"type": "number"}, "humidity": {"type": "integer"},
+            "door": {"type": "boolean"}, "note": {"type": "string"},
+            "at": {"type": "string", "format": "date-time"},
+            "lat": {"type": "number"}, "status": {"type": "string"}}},
+          "fields": ["temperature", "humidity", "door", "note"], "timestamp_field": "at"}),
+    )
+    .await;
+    let c = Client::new();
+    // GET /update: the entry id as text.
+    let r = c
+        .get(format!("{}/update?api_key={key}&field1=21.5&field2=40&field3=1&field4=hello&lat=52.25&status=ok", p.ingest.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let first: u64 = r.text().await.unwrap().parse().unwrap();
+    assert_eq!(first, 1);
+    // POST /update as the Arduino library sends it: a form, the key in X-THINGSPEAKAPIKEY.
+    let r = c
+        .post(format!("{}/update", p.ingest.base))
+        .header("X-THINGSPEAKAPIKEY", &key)
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body("field1=-3&field2=7.0&field3=false&headers=false")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.text().await.unwrap(), "2");
+    // /update.json: ThingSpeak's entry object, values as strings.
+    let r = c
+        .post(format!("{}/update.json", p.ingest.base))
+        .form(&[
+            ("api_key", key.as_str()),
+            ("field1", "19"),
+            ("created_at", "2026-01-01 10:00:00"),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let text = r.text().await.unwrap();
+    assert!(
+        !text.contains(": "),
+        "compact JSON, as ThingSpeak clients parse it: {text}"
+    );
+    let v: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(
+        v,
+        json!({"channel_id": id, "created_at": "2026-01-01T10:00:00Z", "entry_id": 3, "field1": "19",
+               "field2": null, "field3": null, "field4": null, "field5": null, "field6": null, "field7": null,
+               "field8": null, "latitude": null, "longitude": null, "elevation": null, "status": null})
+    );
+    // Bulk: 202 {"success":true}, the times from delta_t.
+    let r = c
+        .post(format!("{}/channels/{id}/bulk_update.json", p.ingest.base))
+        .json(&json!({"write_api_key": key, "updates": [
+            {"created_at": "2026-01-02T00:00:00Z", "field1": "1"},
+            {"delta_t": 5, "field1": 2, "field2": "3"}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::ACCEPTED);
+    assert_eq!(r.json::<Value>().await.unwrap(), json!({"success": true}));
+    // Failures answer as ThingSpeak does.
+    let r = c
+        .get(format!("{}/update?api_key=wrong&field1=1", p.ingest.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    assert_eq!(r.text().await.unwrap(), "0");
+    let r = c
+        .get(format!("{}/update.json?field1=1", p.ingest.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.text().await.unwrap(), "0");
+    let r = c
+        .post(format!("{}/channels/{id}/bulk_update.json", p.ingest.base))
+        .json(&json!({"write_api_key": "wrong", "updates": [{"delta_t": 0, "field1": 1}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        r.json::<Value>().await.unwrap(),
+        json!({"status": "401", "error": {"error_code": "error_auth_required", "message": "Authorization Required",
+               "details": "Please make sure that your API key is correct."}})
+    );
+    // The entries on entries.raw, typed by the schema.
+    let raw = raw_entries(&p.prefix, 5).await;
+    let data: Vec<Value> = raw
+        .iter()
+        .map(|c| serde_json::from_slice(c.value.as_deref().unwrap()).unwrap())
+        .collect();
+    assert_eq!(
+        data[0],
+        json!({"temperature": 21.5, "humidity": 40, "door": true, "note": "hello", "lat": 52.25, "status": "ok"})
+    );
+    assert_eq!(
+        data[1],
+        json!({"temperature": -3.0, "humidity": 7, "door": false})
+    );
+    assert_eq!(
+        data[2],
+        json!({"temperature": 19.0, "at": "2026-01-01T10:00:00.000000Z"})
+    );
+    assert_eq!(
+        data[3],
+        json!({"temperature": 1.0, "at": "2026-01-02T00:00:00.000000Z"})
+    );
+    assert_eq!(
+        data[4],
+        json!({"temperature": 2.0, "humidity": 3, "at": "2026-01-02T00:00:05.000000Z"})
+    );
+    assert!(raw
+        .iter()
+        .all(|c| c.header("tt.source").map(|b| &b[..]) == Some(&b"thingspeak"[..])));
+}
