@@ -24,6 +24,9 @@ pub struct Config {
     /// Ingest request limits.
     #[command(flatten)]
     pub limits: thingtotal_ingest::LimitArgs,
+    /// How the validator consumes.
+    #[command(flatten)]
+    pub validator: thingtotal_validator::WorkerArgs,
     /// InfluxDB, if configured.
     #[command(flatten)]
     pub influx: InfluxArgs,
@@ -87,8 +90,13 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
             .unify()
             .recover(problem::recover)
             .unify();
-    let (_, server) = http::spawn_server("up", config.http_addr, routes, shutdown).await?;
+    let (_, server) = http::spawn_server("up", config.http_addr, routes, shutdown.clone()).await?;
+    let validator = tokio::spawn({
+        let (rt, args, shutdown) = (rt.clone(), config.validator.clone(), shutdown.clone());
+        async move { thingtotal_validator::consume(rt, &args, shutdown).await }
+    });
     server.await?;
+    validator.await??;
     Ok(())
 }
 

@@ -28,6 +28,8 @@ pub struct Runtime {
 impl Runtime {
     /// Creates missing topics and starts the registry on `log`.
     pub async fn start(args: &LogArgs, log: Log, shutdown: CancellationToken) -> Result<Self> {
+        // Metrics recorded before the recorder is installed are lost.
+        crate::telemetry::prometheus();
         args.ensure_topics(&log).await?;
         let topics = args.topics();
         let registry =

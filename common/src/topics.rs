@@ -5,6 +5,8 @@ use crate::log::TopicSpec;
 /// The four topics of a ThingTotal deployment.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Topics {
+    /// The prefix; also the start of the consumer groups' default names.
+    pub prefix: String,
     /// Compacted, one partition: stream records keyed by stream id.
     pub streams: String,
     /// Raw entries exactly as received, keyed by stream id.
@@ -19,11 +21,19 @@ impl Topics {
     /// Topic names under `prefix` (default `thingtotal`).
     pub fn new(prefix: &str) -> Self {
         Self {
+            prefix: prefix.to_owned(),
             streams: format!("{prefix}.streams"),
             raw: format!("{prefix}.entries.raw"),
             valid: format!("{prefix}.entries.valid"),
             dlq: format!("{prefix}.entries.dlq"),
         }
+    }
+
+    /// The default name of a part's consumer group: `thingtotal-validator` with the default
+    /// prefix, and a group of its own for every prefix, so that deployments sharing a cluster
+    /// never share a group.
+    pub fn group(&self, role: &str) -> String {
+        format!("{}-{role}", self.prefix)
     }
 
     /// What to create at start-up: the entry topics get `partitions`, the streams topic is
@@ -60,6 +70,10 @@ mod tests {
         assert_eq!(t.raw, "acme.entries.raw");
         assert_eq!(t.valid, "acme.entries.valid");
         assert_eq!(t.dlq, "acme.entries.dlq");
+        assert_eq!(
+            Topics::new("thingtotal").group("validator"),
+            "thingtotal-validator"
+        );
         let specs = t.specs(6, 3);
         assert_eq!(specs[0].partitions, 1);
         assert!(specs[0].compacted);

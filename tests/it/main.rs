@@ -8,3 +8,4 @@ mod influx;
 mod ingest;
 mod log_conformance;
 mod registry;
+mod validator;

@@ -12,9 +12,12 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures::future::join_all;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::ClientContext;
 use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
-use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, StreamConsumer};
+use rdkafka::consumer::{
+    BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer,
+};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{BorrowedMessage, Header, Headers, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
@@ -341,7 +344,9 @@ impl KafkaLog {
             .set("enable.partition.eof", "false")
             .set("isolation.level", "read_committed")
             .set("auto.offset.reset", "earliest");
-        let consumer: StreamConsumer = cfg.create()?;
+        let consumer: StreamConsumer<GroupContext> = cfg.create_with_context(GroupContext {
+            group: options.group.clone(),
+        })?;
         let topics: Vec<&str> = options.topics.iter().map(String::as_str).collect();
         consumer.subscribe(&topics)?;
         let txn = if options.transactional {
@@ -437,7 +442,11 @@ fn consumed(m: &BorrowedMessage<'_>) -> Consumed {
 }
 
 /// Receives up to `max` messages, waiting at most `wait` in all.
-async fn receive(consumer: &StreamConsumer, max: usize, wait: Duration) -> Result<Vec<Consumed>> {
+async fn receive<C: ConsumerContext + 'static>(
+    consumer: &StreamConsumer<C>,
+    max: usize,
+    wait: Duration,
+) -> Result<Vec<Consumed>> {
     let deadline = tokio::time::Instant::now() + wait;
     let mut out = Vec::new();
     while out.len() < max {
@@ -486,9 +495,37 @@ impl KafkaReader {
     }
 }
 
+/// Logs a group member's assignments as they change.
+struct GroupContext {
+    group: String,
+}
+
+impl ClientContext for GroupContext {}
+
+impl ConsumerContext for GroupContext {
+    fn post_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        let partitions = |tpl: &TopicPartitionList| {
+            tpl.elements()
+                .iter()
+                .map(|e| format!("{}/{}", e.topic(), e.partition()))
+                .collect::<Vec<_>>()
+                .join(",")
+        };
+        match rebalance {
+            Rebalance::Assign(tpl) => {
+                info!(group = %self.group, partitions = %partitions(tpl), "partitions assigned")
+            }
+            Rebalance::Revoke(tpl) => {
+                info!(group = %self.group, partitions = %partitions(tpl), "partitions revoked")
+            }
+            Rebalance::Error(e) => warn!(group = %self.group, error = %e, "rebalance failed"),
+        }
+    }
+}
+
 /// A member of a Kafka consumer group.
 pub struct KafkaGroup {
-    consumer: Arc<StreamConsumer>,
+    consumer: Arc<StreamConsumer<GroupContext>>,
     txn: Option<FutureProducer>,
     options: GroupOptions,
     log: KafkaLog,

@@ -1,0 +1,399 @@
+//! The validator, through `thingtotal validator` on real Kafka: exact counts on `entries.valid`
+//! and `entries.dlq`, the dead letters' headers, exactly once across `kill -9`, two instances in
+//! one group, and schema changes.
+
+use std::collections::{HashMap, HashSet};
+use std::time::Duration;
+
+use reqwest::Client;
+use serde_json::{json, Value};
+use thingtotal_common::log::{Consumed, Record};
+use thingtotal_common::topics::Topics;
+
+use crate::harness::{kafka, random_prefix, start_api, start_part, stream, ADMIN};
+
+/// A raw entry as ingest would publish it.
+fn raw(stream: u64, value: &str, n: usize) -> Record {
+    Record::new(stream.to_string(), value.to_owned())
+        .header("tt.entry_id", uuid::Uuid::now_v7().to_string())
+        .header("tt.received_at", "2026-01-01T00:00:00.000000Z")
+        .header("tt.source", format!("test-{n}"))
+}
+
+/// Reads a whole topic (read_committed) until `count` records arrived, then checks that no more
+/// come.
+async fn read_topic(topic: &str, count: usize, within: Duration) -> Vec<Consumed> {
+    let log = kafka();
+    let partitions = log.end_offsets(topic).await.unwrap().len();
+    let mut readers = Vec::new();
+    for p in 0..partitions {
+        readers.push(log.reader(topic, p as i32, 0).await.unwrap());
+    }
+    let mut out = Vec::new();
+    let deadline = tokio::time::Instant::now() + within;
+    while out.len() < count {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{topic}: {} of {count} records",
+            out.len()
+        );
+        for r in &mut readers {
+            out.extend(r.read(10_000, Duration::from_millis(50)).await.unwrap());
+        }
+    }
+    for r in &mut readers {
+        let extra = r.read(100, Duration::from_millis(500)).await.unwrap();
+        assert!(extra.is_empty(), "{topic}: more than {count} records");
+    }
+    out
+}
+
+fn header(c: &Consumed, name: &str) -> String {
+    String::from_utf8(
+        c.header(name)
+            .unwrap_or_else(|| panic!("header {name}"))
+            .to_vec(),
+    )
+    .unwrap()
+}
+
+fn schema() -> Value {
+    json!({"name": "v", "schema": {"type": "object", "properties": {
+        "t": {"type": "number", "minimum": -40, "maximum": 85},
+        "mode": {"enum": ["auto", "manual"]},
+        "at": {"type": "string"}},
+        "required": ["t"], "additionalProperties": false},
+        "timestamp_field": "at"})
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mixed_input_lands_in_exactly_one_place_with_reasons() {
+    let prefix = random_prefix("validate");
+    let api = start_api(&prefix).await;
+    let _validator = start_part("validator", &prefix, &[]).await;
+    let (id, _, _) = stream(&api, schema()).await;
+    let topics = Topics::new(&prefix);
+    let at = "\"at\":\"2026-02-03T04:05:06Z\"";
+    // (value, expected kind or None for valid, expected instance path, expected keyword)
+    let cases: Vec<(u64, String, Option<&str>, &str, &str)> = vec![
+        (id, format!("{{\"t\":21.5,{at}}}"), None, "", ""),
+        (
+            id,
+            format!("{{\"t\":-3,\"mode\":\"auto\",{at}}}"),
+            None,
+            "",
+            "",
+        ),
+        (
+            id,
+            format!("{{\"t\":\"warm\",{at}}}"),
+            Some("schema_violation"),
+            "/t",
+            "type",
+        ),
+        (
+            id,
+            format!("{{\"mode\":\"auto\",{at}}}"),
+            Some("schema_violation"),
+            "",
+            "required",
+        ),
+        (
+            id,
+            format!("{{\"t\":1,\"mode\":\"eco\",{at}}}"),
+            Some("schema_violation"),
+            "/mode",
+            "enum",
+        ),
+        (
+            id,
+            format!("{{\"t\":120,{at}}}"),
+            Some("schema_violation"),
+            "/t",
+            "maximum",
+        ),
+        (
+            id,
+            format!("{{\"t\":1,\"x\":2,{at}}}"),
+            Some("schema_violation"),
+            "",
+            "additionalProperties",
+        ),
+        (id, "{\"t\":1,".to_owned(), Some("malformed_json"), "", ""),
+        (
+            id,
+            "{\"t\":1,\"at\":\"someday\"}".to_owned(),
+            Some("bad_timestamp"),
+            "/at",
+            "timestamp_field",
+        ),
+        (
+            id,
+            "{\"t\":1}".to_owned(),
+            Some("bad_timestamp"),
+            "/at",
+            "timestamp_field",
+        ),
+        (
+            987_654,
+            format!("{{\"t\":1,{at}}}"),
+            Some("unknown_stream"),
+            "",
+            "",
+        ),
+    ];
+    let log = kafka();
+    let mut positions = HashMap::new();
+    for (n, (stream_id, value, ..)) in cases.iter().enumerate() {
+        let p = log
+            .append(&topics.raw, vec![raw(*stream_id, value, n)])
+            .await
+            .unwrap();
+        positions.insert(n, p[0]);
+    }
+    let valid = read_topic(&topics.valid, 2, Duration::from_secs(60)).await;
+    let dead = read_topic(&topics.dlq, 9, Duration::from_secs(60)).await;
+    for v in &valid {
+        let e: Value = serde_json::from_slice(v.value.as_deref().unwrap()).unwrap();
+        let n: usize = header(v, "tt.source")[5..].parse().unwrap();
+        assert!(cases[n].2.is_none(), "case {n} should not be valid");
+        assert_eq!(e["stream_id"], id);
+        assert_eq!(e["stream_version"], 1);
+        assert_eq!(e["seq"], positions[&n].offset + 1);
+        assert_eq!(e["ts"], "2026-02-03T04:05:06.000000Z");
+        assert_eq!(e["received_at"], "2026-01-01T00:00:00.000000Z");
+        assert_eq!(e["entry_id"], header(v, "tt.entry_id"));
+        assert_eq!(
+            e["data"],
+            serde_json::from_str::<Value>(&cases[n].1).unwrap()
+        );
+    }
+    for d in &dead {
+        let n: usize = header(d, "tt.source")[5..].parse().unwrap();
+        let (stream_id, value, kind, path, keyword) = &cases[n];
+        let kind = kind.unwrap_or_else(|| panic!("case {n} should be valid"));
+        assert_eq!(
+            d.value.as_deref(),
+            Some(value.as_bytes()),
+            "the original bytes"
+        );
+        assert_eq!(header(d, "tt.error.kind"), kind);
+        assert_eq!(header(d, "__connect.errors.exception.class.name"), kind);
+        assert_eq!(header(d, "__connect.errors.stage"), "VALIDATE");
+        assert_eq!(header(d, "__connect.errors.topic"), topics.raw);
+        assert_eq!(
+            header(d, "__connect.errors.partition"),
+            positions[&n].partition.to_string()
+        );
+        assert_eq!(
+            header(d, "__connect.errors.offset"),
+            positions[&n].offset.to_string()
+        );
+        assert!(!header(d, "__connect.errors.exception.message").is_empty());
+        let details: Value = serde_json::from_str(&header(d, "tt.error.details")).unwrap();
+        if kind == "unknown_stream" {
+            assert_eq!(d.key, None);
+            assert!(d.header("tt.stream_version").is_none());
+        } else {
+            assert_eq!(d.key.as_deref(), Some(stream_id.to_string().as_bytes()));
+            assert_eq!(header(d, "tt.stream_version"), "1");
+        }
+        if !keyword.is_empty() {
+            let found = details
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|v| v["instance_path"] == *path && v["keyword"] == *keyword);
+            assert!(found, "case {n}: {details}");
+        }
+    }
+}
+
+/// Appends `per_stream` entries to each stream, a tenth of them invalid, in batches.
+async fn feed(prefix: &str, streams: &[u64], per_stream: usize) -> HashMap<String, (u64, usize)> {
+    let log = kafka();
+    let topic = Topics::new(prefix).raw;
+    let mut sent = HashMap::new();
+    for chunk in 0..per_stream.div_ceil(1000) {
+        let mut records = Vec::new();
+        for s in streams {
+            for i in chunk * 1000..((chunk + 1) * 1000).min(per_stream) {
+                let value = if i % 10 == 9 {
+                    format!("{{\"t\":\"bad {i}\"}}")
+                } else {
+                    format!("{{\"t\":{i}}}")
+                };
+                let r = raw(*s, &value, i);
+                let entry_id = String::from_utf8(r.headers[0].1.to_vec()).unwrap();
+                sent.insert(entry_id, (*s, i));
+                records.push(r);
+            }
+        }
+        log.append(&topic, records).await.unwrap();
+    }
+    sent
+}
+
+/// Checks that every sent entry is on valid or dlq exactly once, and that each stream's valid
+/// entries keep their order.
+async fn exactly_once(prefix: &str, sent: &HashMap<String, (u64, usize)>) {
+    let topics = Topics::new(prefix);
+    let invalid = sent.values().filter(|(_, i)| i % 10 == 9).count();
+    let valid = read_topic(
+        &topics.valid,
+        sent.len() - invalid,
+        Duration::from_secs(300),
+    )
+    .await;
+    let dead = read_topic(&topics.dlq, invalid, Duration::from_secs(120)).await;
+    let mut seen = HashSet::new();
+    let mut last: HashMap<u64, (i64, usize)> = HashMap::new();
+    let mut valid_sorted = valid.clone();
+    valid_sorted.sort_by_key(|c| (c.partition, c.offset));
+    for c in &valid_sorted {
+        let id = header(c, "tt.entry_id");
+        assert!(seen.insert(id.clone()), "{id} twice");
+        let (stream, i) = sent[&id];
+        assert!(i % 10 != 9, "an invalid entry on valid");
+        let e: Value = serde_json::from_slice(c.value.as_deref().unwrap()).unwrap();
+        let seq = e["seq"].as_i64().unwrap();
+        if let Some((prev_seq, prev_i)) = last.insert(stream, (seq, i)) {
+            assert!(seq > prev_seq && i > prev_i, "stream {stream} out of order");
+        }
+    }
+    for c in &dead {
+        let id = header(c, "tt.entry_id");
+        assert!(seen.insert(id.clone()), "{id} twice");
+        assert_eq!(
+            sent[&id].1 % 10,
+            9,
+            "a valid entry on the dead-letter topic"
+        );
+    }
+    assert_eq!(seen.len(), sent.len());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_mid_run_then_restart_is_exactly_once() {
+    let prefix = random_prefix("validator-kill");
+    let api = start_api(&prefix).await;
+    let mut streams = Vec::new();
+    for _ in 0..4 {
+        streams.push(stream(&api, json!({"name": "k", "schema": {"type": "object", "properties": {"t": {"type": "number"}}}})).await.0);
+    }
+    let env = [("THINGTOTAL_INSTANCE_ID", "kill-test")];
+    let mut validator = start_part("validator", &prefix, &env).await;
+    let sent = feed(&prefix, &streams, 25_000).await;
+    // Kill it with SIGKILL once it is part-way through.
+    let valid_topic = Topics::new(&prefix).valid;
+    let log = kafka();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+    loop {
+        let done: i64 = log.end_offsets(&valid_topic).await.unwrap().iter().sum();
+        if done > 10_000 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the validator made no progress"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    validator.child.kill().unwrap();
+    validator.child.wait().unwrap();
+    let done: i64 = log.end_offsets(&valid_topic).await.unwrap().iter().sum();
+    assert!(done < 90_000, "killed too late to prove anything: {done}");
+    drop(validator);
+    let _restarted = start_part("validator", &prefix, &env).await;
+    exactly_once(&prefix, &sent).await;
+}
+
+async fn processed_by(base: &str) -> f64 {
+    let text = Client::new()
+        .get(format!("{base}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .filter(|l| l.starts_with("thingtotal_validator_entries_total"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_instances_share_the_partitions_exactly_once() {
+    let prefix = random_prefix("validator-pair");
+    let api = start_api(&prefix).await;
+    let mut streams = Vec::new();
+    for _ in 0..12 {
+        streams.push(stream(&api, json!({"name": "p", "schema": {"type": "object", "properties": {"t": {"type": "number"}}}})).await.0);
+    }
+    let a = start_part("validator", &prefix, &[("THINGTOTAL_INSTANCE_ID", "a")]).await;
+    let b = start_part("validator", &prefix, &[("THINGTOTAL_INSTANCE_ID", "b")]).await;
+    // Let both join before the data arrives, so that the work is shared.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let sent = feed(&prefix, &streams, 2_000).await;
+    exactly_once(&prefix, &sent).await;
+    let (on_a, on_b) = (processed_by(&a.base).await, processed_by(&b.base).await);
+    assert_eq!(on_a + on_b, sent.len() as f64);
+    assert!(
+        on_a > 0.0 && on_b > 0.0,
+        "both instances worked: {on_a} and {on_b}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_schema_change_takes_effect_and_the_version_is_recorded() {
+    let prefix = random_prefix("validator-schema");
+    let api = start_api(&prefix).await;
+    let _validator = start_part("validator", &prefix, &[]).await;
+    let (id, _, _) = stream(
+        &api,
+        json!({"name": "s", "schema": {"type": "object", "properties": {"t": {"type": "number"}}}}),
+    )
+    .await;
+    let topics = Topics::new(&prefix);
+    let log = kafka();
+    log.append(&topics.raw, vec![raw(id, "{\"t\":100}", 0)])
+        .await
+        .unwrap();
+    read_topic(&topics.valid, 1, Duration::from_secs(60)).await;
+    // Version 2 caps t at 50.
+    let r = Client::new()
+        .put(format!("{}/api/streams/{id}", api.base))
+        .bearer_auth(ADMIN)
+        .json(&json!({"name": "s", "schema": {"type": "object", "properties": {"t": {"type": "number", "maximum": 50}}}}))
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success());
+    // The validator's registry follows the streams topic within milliseconds; the wait keeps the
+    // test independent of that.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    log.append(
+        &topics.raw,
+        vec![raw(id, "{\"t\":100}", 1), raw(id, "{\"t\":10}", 2)],
+    )
+    .await
+    .unwrap();
+    let valid = read_topic(&topics.valid, 2, Duration::from_secs(60)).await;
+    let dead = read_topic(&topics.dlq, 1, Duration::from_secs(60)).await;
+    let versions: Vec<(String, u64)> = valid
+        .iter()
+        .map(|c| {
+            let e: Value = serde_json::from_slice(c.value.as_deref().unwrap()).unwrap();
+            (
+                header(c, "tt.source"),
+                e["stream_version"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    assert!(versions.contains(&("test-0".into(), 1)), "{versions:?}");
+    assert!(versions.contains(&("test-2".into(), 2)), "{versions:?}");
+    assert_eq!(header(&dead[0], "tt.source"), "test-1");
+    assert_eq!(header(&dead[0], "tt.stream_version"), "2");
+    assert_eq!(header(&dead[0], "tt.error.kind"), "schema_violation");
+}
