@@ -27,6 +27,9 @@ pub struct Config {
     /// How the validator consumes.
     #[command(flatten)]
     pub validator: thingtotal_validator::WorkerArgs,
+    /// How the sink consumes.
+    #[command(flatten)]
+    pub sink: thingtotal_sink::WorkerArgs,
     /// InfluxDB, if configured.
     #[command(flatten)]
     pub influx: InfluxArgs,
@@ -95,8 +98,12 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         let (rt, args, shutdown) = (rt.clone(), config.validator.clone(), shutdown.clone());
         async move { thingtotal_validator::consume(rt, &args, shutdown).await }
     });
+    let mut sinks = thingtotal_sink::spawn(&rt, &config.influx, &config.sink, &shutdown);
     server.await?;
     validator.await??;
+    while let Some(done) = sinks.join_next().await {
+        done??;
+    }
     Ok(())
 }
 

@@ -1,18 +1,29 @@
-//! The sink: two independent consumer groups on `entries.valid` (read committed), one writing
-//! points to InfluxDB and one archiving Parquet files.
+//! The sink: independent consumer groups on `entries.valid` (read committed), one writing points
+//! to InfluxDB and one archiving Parquet files.
 //!
-//! Each group commits its offsets only after its output is durable: a 2xx from InfluxDB, or a
-//! Parquet file fsynced and renamed into place. InfluxDB points are idempotent and archive file
-//! names are deterministic, so a replay after a crash rewrites rather than duplicates.
+//! Each group keeps its own offsets, so an InfluxDB outage never stalls the archive and the
+//! archive never stalls InfluxDB, and each commits only after its output is durable: a 2xx from
+//! InfluxDB, or a Parquet file fsynced and renamed into place. InfluxDB points are idempotent and
+//! archive file names are deterministic, so a replay after a crash rewrites rather than
+//! duplicates.
+
+mod influx;
+mod line_protocol;
 
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use clap::Args;
 use thingtotal_common::config::{ArchiveArgs, InfluxArgs, LogArgs};
 use thingtotal_common::log::Log;
+use thingtotal_common::problem;
 use thingtotal_common::runtime::Runtime;
 use thingtotal_common::{http, CancellationToken};
+use tokio::task::JoinSet;
+use tracing::info;
 use warp::Filter;
+
+pub use influx::InfluxTarget;
 
 /// The sink's configuration.
 #[derive(Debug, Clone, Args)]
@@ -26,9 +37,33 @@ pub struct Config {
     /// The Parquet archive.
     #[command(flatten)]
     pub archive: ArchiveArgs,
+    /// How the sink's groups consume.
+    #[command(flatten)]
+    pub worker: WorkerArgs,
     /// Address of `/health` and `/metrics`.
     #[arg(long, env = "THINGTOTAL_HTTP_ADDR", default_value = "127.0.0.1:8083")]
     pub http_addr: SocketAddr,
+}
+
+/// How the sink's groups consume.
+#[derive(Debug, Clone, Args)]
+pub struct WorkerArgs {
+    /// Write points to InfluxDB (when --influx-url is set).
+    #[arg(long, env = "THINGTOTAL_SINK_INFLUX", default_value_t = true, action = clap::ArgAction::Set)]
+    pub sink_influx: bool,
+    /// Consumer group of the InfluxDB writers [default: <topic-prefix>-sink-influx].
+    #[arg(long, env = "THINGTOTAL_SINK_INFLUX_GROUP")]
+    pub sink_influx_group: Option<String>,
+    /// Most points in one InfluxDB write.
+    #[arg(long, env = "THINGTOTAL_INFLUX_BATCH_MAX", default_value_t = 5000)]
+    pub influx_batch_max: usize,
+    /// Longest wait to fill an InfluxDB batch, in milliseconds.
+    #[arg(
+        long,
+        env = "THINGTOTAL_INFLUX_BATCH_LINGER_MS",
+        default_value_t = 1000
+    )]
+    pub influx_batch_linger_ms: u64,
 }
 
 /// The sink's errors.
@@ -48,13 +83,59 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<()> {
     run_on(config, log, shutdown).await
 }
 
-/// Runs the sink on `log`.
+/// Runs the sink on `log`: its groups, and `/health` and `/metrics`.
 pub async fn run_on(config: Config, log: Log, shutdown: CancellationToken) -> Result<()> {
     let rt = Runtime::start(&config.log, log, shutdown.clone()).await?;
     let routes = http::ops_routes("sink", rt.log.clone())
-        .recover(http::not_found)
+        .recover(problem::recover)
         .unify();
-    let (_, server) = http::spawn_server("sink", config.http_addr, routes, shutdown).await?;
+    let http_shutdown = CancellationToken::new();
+    let (_, server) =
+        http::spawn_server("sink", config.http_addr, routes, http_shutdown.clone()).await?;
+    let mut workers = spawn(&rt, &config.influx, &config.worker, &shutdown);
+    let mut result = Ok(());
+    while let Some(done) = workers.join_next().await {
+        if let Ok(Err(e)) = done {
+            result = Err(e.into());
+            shutdown.cancel();
+        }
+    }
+    http_shutdown.cancel();
     let _ = server.await;
-    Ok(())
+    result
+}
+
+/// Starts the sink's groups on `rt`; each ends after `shutdown`, its batch in flight committed.
+pub fn spawn(
+    rt: &Runtime,
+    influx: &InfluxArgs,
+    args: &WorkerArgs,
+    shutdown: &CancellationToken,
+) -> JoinSet<thingtotal_common::Result<()>> {
+    let mut set = JoinSet::new();
+    match (&influx.influx_url, args.sink_influx) {
+        (Some(url), true) => {
+            let target = InfluxTarget {
+                url: url.clone(),
+                token: influx.influx_token.clone(),
+                org: influx.influx_org.clone(),
+                bucket: influx.influx_bucket.clone(),
+            };
+            let group = args
+                .sink_influx_group
+                .clone()
+                .unwrap_or_else(|| rt.topics.group("sink-influx"));
+            set.spawn(influx::run(
+                rt.clone(),
+                target,
+                group,
+                args.influx_batch_max,
+                Duration::from_millis(args.influx_batch_linger_ms),
+                shutdown.clone(),
+            ));
+        }
+        (None, true) => info!("no --influx-url: the sink does not write to InfluxDB"),
+        (_, false) => info!("InfluxDB writer switched off"),
+    }
+    set
 }

@@ -8,4 +8,5 @@ mod influx;
 mod ingest;
 mod log_conformance;
 mod registry;
+mod sink;
 mod validator;

@@ -216,15 +216,7 @@ async fn process(
 /// Drops compiled schemas of deleted streams and publishes the consumer lag.
 async fn maintain(rt: &Runtime, consumer: &GroupConsumer, schemas: &Schemas) {
     schemas.retain(|id| rt.registry.get(id).is_some());
-    if let (Ok(ends), Ok(committed)) = (
-        rt.log.end_offsets(&rt.topics.raw).await,
-        consumer.committed(&rt.topics.raw).await,
-    ) {
-        let lag: i64 = ends
-            .iter()
-            .zip(committed)
-            .map(|(end, c)| (end - c.unwrap_or(0)).max(0))
-            .sum();
+    if let Ok(lag) = consumer.lag(&rt.log, &rt.topics.raw).await {
         metrics::gauge!("thingtotal_validator_lag").set(lag as f64);
     }
 }

@@ -187,6 +187,17 @@ impl GroupConsumer {
         }
     }
 
+    /// How many records of `topic` the group has not committed yet, over all partitions.
+    pub async fn lag(&self, log: &Log, topic: &str) -> Result<i64> {
+        let ends = log.end_offsets(topic).await?;
+        let committed = self.committed(topic).await?;
+        Ok(ends
+            .iter()
+            .zip(committed)
+            .map(|(end, c)| (end - c.unwrap_or(0)).max(0))
+            .sum())
+    }
+
     /// The group's committed position of each partition of `topic`, `None` where it never
     /// committed.
     pub async fn committed(&self, topic: &str) -> Result<Vec<Option<i64>>> {

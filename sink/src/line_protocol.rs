@@ -1,0 +1,275 @@
+//! InfluxDB line protocol, built straight into a reusable buffer.
+//!
+//! Escaping follows the line protocol reference exactly: in the measurement, commas and spaces;
+//! in tag keys, tag values and field keys, commas, equals signs and spaces; in string field values,
+//! double quotes; and backslashes everywhere, so that a trailing backslash never escapes the
+//! delimiter after it. Newlines end a line in line protocol, so in names and tag values they are
+//! written as the two characters `\n` (`\r` as `\r`); string field values may hold them as they are.
+
+use serde_json::{Map, Value};
+use thingtotal_common::stream::StreamRecord;
+
+/// The type a field has, taken from the stream's schema, so that a field never changes type.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum FieldType {
+    Integer,
+    Float,
+    Boolean,
+    String,
+    /// Untyped, or an array: stored as its JSON text.
+    Json,
+}
+
+fn schema_type(property: &Value) -> Option<&str> {
+    match property.get("type") {
+        Some(Value::String(t)) => Some(t.as_str()),
+        Some(Value::Array(ts)) => ts.iter().filter_map(Value::as_str).find(|t| *t != "null"),
+        _ => None,
+    }
+}
+
+/// A stream's points: which properties are tags, and every field's type by flattened name.
+#[derive(Debug, Clone)]
+pub(crate) struct Layout {
+    measurement: String,
+    stream_tag: String,
+    tags: Vec<String>,
+    timestamp_field: Option<String>,
+    fields: Vec<(Vec<String>, String, FieldType)>,
+}
+
+fn collect(
+    prefix: &[String],
+    properties: &Map<String, Value>,
+    out: &mut Vec<(Vec<String>, String, FieldType)>,
+) {
+    for (name, p) in properties {
+        let mut path = prefix.to_vec();
+        path.push(name.clone());
+        let ty = match schema_type(p) {
+            Some("object") => {
+                if let Some(inner) = p.get("properties").and_then(Value::as_object) {
+                    collect(&path, inner, out);
+                    continue;
+                }
+                FieldType::Json
+            }
+            Some("integer") => FieldType::Integer,
+            Some("number") => FieldType::Float,
+            Some("boolean") => FieldType::Boolean,
+            Some("string") => FieldType::String,
+            _ => FieldType::Json,
+        };
+        out.push((path.clone(), path.join("."), ty));
+    }
+}
+
+impl Layout {
+    /// The layout of `stream`'s points.
+    pub(crate) fn of(stream: &StreamRecord) -> Self {
+        let mut fields = Vec::new();
+        if let Some(p) = stream.schema.get("properties").and_then(Value::as_object) {
+            collect(&[], p, &mut fields);
+        }
+        fields.retain(|(path, _, _)| {
+            !(path.len() == 1
+                && (stream.tags.contains(&path[0])
+                    || stream.timestamp_field.as_ref() == Some(&path[0])))
+        });
+        Self {
+            measurement: stream.measurement(),
+            stream_tag: stream.id.to_string(),
+            tags: stream.tags.clone(),
+            timestamp_field: stream.timestamp_field.clone(),
+            fields,
+        }
+    }
+
+    /// Appends one point for an entry's `data`, its `seq` and `entry_id`, at `ts_ns`.
+    pub(crate) fn write(
+        &self,
+        buf: &mut String,
+        data: &Value,
+        seq: u64,
+        entry_id: &str,
+        ts_ns: i64,
+    ) {
+        use std::fmt::Write;
+        escape(buf, &self.measurement, &[',', ' ']);
+        buf.push_str(",stream_id=");
+        escape(buf, &self.stream_tag, KEY);
+        let mut tags: Vec<(&str, String)> = self
+            .tags
+            .iter()
+            .filter_map(|t| {
+                let v = match data.get(t)? {
+                    Value::String(s) if !s.is_empty() => s.clone(),
+                    Value::Number(n) => n.to_string(),
+                    Value::Bool(b) => b.to_string(),
+                    _ => return None,
+                };
+                Some((t.as_str(), v))
+            })
+            .filter(|(t, _)| *t != "stream_id")
+            .collect();
+        // InfluxDB stores tags sorted by key; sending them sorted saves it the work.
+        tags.sort();
+        for (k, v) in tags {
+            buf.push(',');
+            escape(buf, k, KEY);
+            buf.push('=');
+            escape(buf, &v, KEY);
+        }
+        buf.push(' ');
+        let _ = write!(buf, "seq={seq}i,entry_id=\"");
+        escape(buf, entry_id, STRING);
+        buf.push('"');
+        for (path, name, ty) in &self.fields {
+            let Some(v) = path.iter().try_fold(data, |v, p| v.get(p)) else {
+                continue;
+            };
+            if v.is_null() || (Some(name) == self.timestamp_field.as_ref()) {
+                continue;
+            }
+            buf.push(',');
+            escape(buf, name, KEY);
+            buf.push('=');
+            match (ty, v) {
+                (FieldType::Integer, Value::Number(n)) => {
+                    let i = n
+                        .as_i64()
+                        .or_else(|| n.as_f64().map(|f| f as i64))
+                        .unwrap_or_default();
+                    let _ = write!(buf, "{i}i");
+                }
+                (FieldType::Float, Value::Number(n)) => {
+                    let f = n.as_f64().unwrap_or_default();
+                    let _ = write!(buf, "{f:?}");
+                }
+                (FieldType::Boolean, Value::Bool(b)) => {
+                    buf.push_str(if *b { "true" } else { "false" })
+                }
+                (FieldType::String, Value::String(s)) => {
+                    buf.push('"');
+                    escape(buf, s, STRING);
+                    buf.push('"');
+                }
+                (_, other) => {
+                    // A JSON field, or a value that does not match its (valid) schema type.
+                    buf.push('"');
+                    escape(buf, &other.to_string(), STRING);
+                    buf.push('"');
+                }
+            }
+        }
+        let _ = writeln!(buf, " {ts_ns}");
+    }
+}
+
+const KEY: &[char] = &[',', '=', ' '];
+const STRING: &[char] = &['"'];
+
+/// Appends `s`, escaping backslashes and `special` with a backslash. In names and tag values
+/// (everything but string fields) newlines become `\n` and carriage returns `\r`.
+fn escape(buf: &mut String, s: &str, special: &[char]) {
+    let in_name = special != STRING;
+    for c in s.chars() {
+        match c {
+            '\\' => buf.push_str("\\\\"),
+            '\n' if in_name => buf.push_str("\\n"),
+            '\r' if in_name => buf.push_str("\\r"),
+            c if special.contains(&c) => {
+                buf.push('\\');
+                buf.push(c);
+            }
+            c => buf.push(c),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn esc(s: &str, special: &[char]) -> String {
+        let mut b = String::new();
+        escape(&mut b, s, special);
+        b
+    }
+
+    #[test]
+    fn measurement_escapes_commas_spaces_and_backslashes() {
+        assert_eq!(esc("my room, north", &[',', ' ']), "my\\ room\\,\\ north");
+        assert_eq!(
+            esc("a=b", &[',', ' ']),
+            "a=b",
+            "= needs no escape in a measurement"
+        );
+        assert_eq!(esc("ends\\", &[',', ' ']), "ends\\\\");
+        assert_eq!(esc("two\nlines", &[',', ' ']), "two\\nlines");
+    }
+
+    #[test]
+    fn keys_and_tag_values_escape_commas_equals_spaces() {
+        assert_eq!(esc("a,b=c d", KEY), "a\\,b\\=c\\ d");
+        assert_eq!(
+            esc("quote\"s", KEY),
+            "quote\"s",
+            "quotes are literal in keys"
+        );
+        assert_eq!(esc("back\\slash", KEY), "back\\\\slash");
+        assert_eq!(esc("cr\r\nlf", KEY), "cr\\r\\nlf");
+        assert_eq!(esc("température µ°C ✓", KEY), "température\\ µ°C\\ ✓");
+    }
+
+    #[test]
+    fn string_fields_escape_quotes_and_backslashes_only() {
+        assert_eq!(esc("say \"hi\", a=b", STRING), "say \\\"hi\\\", a=b");
+        assert_eq!(esc("c:\\dir\\", STRING), "c:\\\\dir\\\\");
+        assert_eq!(esc("line1\nline2", STRING), "line1\nline2");
+        assert_eq!(esc("ünïcödé 🌡", STRING), "ünïcödé 🌡");
+    }
+
+    fn stream() -> StreamRecord {
+        serde_json::from_value(json!({
+            "id": 42, "name": "s", "version": 1, "measurement": "green house",
+            "schema": {"type": "object", "properties": {
+                "site": {"type": "string"}, "floor": {"type": "integer"},
+                "t": {"type": "number"}, "n": {"type": "integer"}, "on": {"type": "boolean"},
+                "note": {"type": "string"}, "at": {"type": "string"},
+                "pos": {"type": "object", "properties": {"x": {"type": "number"}, "y": {"type": ["number", "null"]}}},
+                "raw": {}, "list": {"type": "array"}}},
+            "tags": ["site", "floor"], "timestamp_field": "at",
+            "created_at": "2026-01-01T00:00:00Z", "updated_at": "2026-01-01T00:00:00Z",
+            "write_key_sha256": "", "read_key_sha256": ""
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn points_follow_the_schema_types() {
+        let layout = Layout::of(&stream());
+        let mut buf = String::new();
+        layout.write(
+            &mut buf,
+            &json!({"site": "north wing", "floor": 2, "t": 21, "n": 7, "on": true, "note": "a \"q\"",
+                    "at": "2026-01-01T00:00:00Z", "pos": {"x": 1.5, "y": null}, "raw": {"k": [1]}, "list": [1, 2]}),
+            9,
+            "e-1",
+            1_767_225_600_000_000_000,
+        );
+        assert_eq!(
+            buf,
+            "green\\ house,stream_id=42,floor=2,site=north\\ wing seq=9i,entry_id=\"e-1\",t=21.0,n=7i,on=true,\
+             note=\"a \\\"q\\\"\",pos.x=1.5,raw=\"{\\\"k\\\":[1]}\",list=\"[1,2]\" 1767225600000000000\n"
+        );
+        // A missing tag and missing fields are left out; the buffer is reused.
+        buf.clear();
+        layout.write(&mut buf, &json!({"t": 1.25}), 10, "e-2", 5);
+        assert_eq!(
+            buf,
+            "green\\ house,stream_id=42 seq=10i,entry_id=\"e-2\",t=1.25 5\n"
+        );
+    }
+}
