@@ -26,10 +26,10 @@ pub struct Config {
     pub limits: thingtotal_ingest::LimitArgs,
     /// How the validator consumes.
     #[command(flatten)]
-    pub validator: thingtotal_validator::WorkerArgs,
+    pub validator: thingtotal_validator::ValidatorArgs,
     /// How the sink consumes.
     #[command(flatten)]
-    pub sink: thingtotal_sink::WorkerArgs,
+    pub sink: thingtotal_sink::SinkArgs,
     /// InfluxDB, if configured.
     #[command(flatten)]
     pub influx: InfluxArgs,
@@ -70,7 +70,9 @@ fn admin_token(given: Option<&str>, data_dir: &Path) -> anyhow::Result<String> {
 }
 
 /// Runs `up` until `shutdown` is cancelled.
-pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
+pub async fn run(mut config: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
+    // On one machine an entry should be readable from the archive within about 5 seconds.
+    config.sink.archive_max_age_secs = config.sink.archive_max_age_secs.min(5.0);
     let token = admin_token(config.admin.admin_token.as_deref(), &config.log.data_dir)?;
     let log = config.log.open()?;
     match config.log.kafka_brokers.as_deref() {
@@ -98,7 +100,14 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         let (rt, args, shutdown) = (rt.clone(), config.validator.clone(), shutdown.clone());
         async move { thingtotal_validator::consume(rt, &args, shutdown).await }
     });
-    let mut sinks = thingtotal_sink::spawn(&rt, &config.influx, &config.sink, &shutdown);
+    let mut sinks = thingtotal_sink::spawn(
+        &rt,
+        &config.influx,
+        &config.archive,
+        &config.log.data_dir,
+        &config.sink,
+        &shutdown,
+    );
     server.await?;
     validator.await??;
     while let Some(done) = sinks.join_next().await {

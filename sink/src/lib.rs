@@ -7,6 +7,8 @@
 //! archive file names are deterministic, so a replay after a crash rewrites rather than
 //! duplicates.
 
+mod archive;
+mod columns;
 mod influx;
 mod line_protocol;
 
@@ -23,6 +25,7 @@ use tokio::task::JoinSet;
 use tracing::info;
 use warp::Filter;
 
+pub use archive::Rollover;
 pub use influx::InfluxTarget;
 
 /// The sink's configuration.
@@ -39,7 +42,7 @@ pub struct Config {
     pub archive: ArchiveArgs,
     /// How the sink's groups consume.
     #[command(flatten)]
-    pub worker: WorkerArgs,
+    pub worker: SinkArgs,
     /// Address of `/health` and `/metrics`.
     #[arg(long, env = "THINGTOTAL_HTTP_ADDR", default_value = "127.0.0.1:8083")]
     pub http_addr: SocketAddr,
@@ -47,7 +50,7 @@ pub struct Config {
 
 /// How the sink's groups consume.
 #[derive(Debug, Clone, Args)]
-pub struct WorkerArgs {
+pub struct SinkArgs {
     /// Write points to InfluxDB (when --influx-url is set).
     #[arg(long, env = "THINGTOTAL_SINK_INFLUX", default_value_t = true, action = clap::ArgAction::Set)]
     pub sink_influx: bool,
@@ -64,6 +67,21 @@ pub struct WorkerArgs {
         default_value_t = 1000
     )]
     pub influx_batch_linger_ms: u64,
+    /// Archive entries as Parquet files.
+    #[arg(long, env = "THINGTOTAL_SINK_ARCHIVE", default_value_t = true, action = clap::ArgAction::Set)]
+    pub sink_archive: bool,
+    /// Consumer group of the archivers [default: <topic-prefix>-sink-archive].
+    #[arg(long, env = "THINGTOTAL_SINK_ARCHIVE_GROUP")]
+    pub sink_archive_group: Option<String>,
+    /// Rows per archive file.
+    #[arg(long, env = "THINGTOTAL_ARCHIVE_MAX_ROWS", default_value_t = 250_000)]
+    pub archive_max_rows: usize,
+    /// Bytes of entry data per archive file.
+    #[arg(long, env = "THINGTOTAL_ARCHIVE_MAX_BYTES", default_value_t = 64 * 1024 * 1024)]
+    pub archive_max_bytes: usize,
+    /// Seconds before an archive file is written however small (an idle stream is flushed too).
+    #[arg(long, env = "THINGTOTAL_ARCHIVE_MAX_AGE_SECS", default_value_t = 60.0)]
+    pub archive_max_age_secs: f64,
 }
 
 /// The sink's errors.
@@ -92,7 +110,14 @@ pub async fn run_on(config: Config, log: Log, shutdown: CancellationToken) -> Re
     let http_shutdown = CancellationToken::new();
     let (_, server) =
         http::spawn_server("sink", config.http_addr, routes, http_shutdown.clone()).await?;
-    let mut workers = spawn(&rt, &config.influx, &config.worker, &shutdown);
+    let mut workers = spawn(
+        &rt,
+        &config.influx,
+        &config.archive,
+        &config.log.data_dir,
+        &config.worker,
+        &shutdown,
+    );
     let mut result = Ok(());
     while let Some(done) = workers.join_next().await {
         if let Ok(Err(e)) = done {
@@ -109,10 +134,44 @@ pub async fn run_on(config: Config, log: Log, shutdown: CancellationToken) -> Re
 pub fn spawn(
     rt: &Runtime,
     influx: &InfluxArgs,
-    args: &WorkerArgs,
+    archive: &ArchiveArgs,
+    data_dir: &std::path::Path,
+    args: &SinkArgs,
     shutdown: &CancellationToken,
 ) -> JoinSet<thingtotal_common::Result<()>> {
     let mut set = JoinSet::new();
+    if args.sink_archive {
+        let root = archive
+            .archive
+            .clone()
+            .unwrap_or_else(|| data_dir.join("archive").to_string_lossy().into_owned());
+        if root.contains("://") {
+            set.spawn(async move {
+                Err(thingtotal_common::Error::Config(format!(
+                    "archive {root}: object-store URLs are not supported yet; use a directory"
+                )))
+            });
+        } else {
+            let rollover = Rollover {
+                rows: args.archive_max_rows.max(1),
+                bytes: args.archive_max_bytes.max(1),
+                age: Duration::from_secs_f64(args.archive_max_age_secs.max(0.1)),
+            };
+            let group = args
+                .sink_archive_group
+                .clone()
+                .unwrap_or_else(|| rt.topics.group("sink-archive"));
+            set.spawn(archive::run(
+                rt.clone(),
+                root.into(),
+                rollover,
+                group,
+                shutdown.clone(),
+            ));
+        }
+    } else {
+        info!("archiver switched off");
+    }
     match (&influx.influx_url, args.sink_influx) {
         (Some(url), true) => {
             let target = InfluxTarget {

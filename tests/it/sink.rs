@@ -230,3 +230,184 @@ async fn a_point_influxdb_rejects_goes_to_the_dead_letter_topic_and_the_rest_is_
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
 }
+
+/// Runs `sql` with duckdb over the archive (Hive partitioning) and returns its rows as JSON.
+fn duckdb(root: &std::path::Path, sql: &str) -> Value {
+    let python = std::env::var("THINGTOTAL_PYTHON").expect(
+        "THINGTOTAL_PYTHON names a Python with duckdb and pyarrow: scripts/test sets it up",
+    );
+    let script = format!(
+        "import duckdb, json\n\
+         duckdb.sql(\"create view archive as select * from read_parquet('{}/**/*.parquet', hive_partitioning=true)\")\n\
+         rel = duckdb.sql({sql:?})\n\
+         print(json.dumps([[str(v) for v in row] for row in rel.fetchall()]))",
+        root.display()
+    );
+    let out = std::process::Command::new(python)
+        .arg("-c")
+        .arg(script)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "duckdb: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// Appends `n` envelopes per stream to entries.valid, as the validator would.
+async fn feed_valid(prefix: &str, streams: &[u64], n: usize) {
+    let log = kafka();
+    let topic = Topics::new(prefix).valid;
+    for chunk in 0..n.div_ceil(5000) {
+        let mut records = Vec::new();
+        for s in streams {
+            for i in chunk * 5000..((chunk + 1) * 5000).min(n) {
+                let entry_id = uuid::Uuid::now_v7();
+                let value = json!({"entry_id": entry_id, "seq": i + 1, "stream_id": s, "stream_version": 1,
+                                   "ts": format!("2026-01-0{}T00:00:{:02}.{:06}Z", 1 + i % 2, i % 60, i),
+                                   "received_at": "2026-01-01T00:00:00.000000Z",
+                                   "data": {"t": i as f64 / 2.0, "n": i, "label": format!("e{i}")}});
+                records.push(
+                    thingtotal_common::log::Record::new(
+                        s.to_string(),
+                        serde_json::to_vec(&value).unwrap(),
+                    )
+                    .header("tt.entry_id", entry_id.to_string()),
+                );
+            }
+        }
+        log.append(&topic, records).await.unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_of_the_sink_mid_run_leaves_exactly_n_points_and_n_rows() {
+    let prefix = random_prefix("sink-kill");
+    let (db, bucket) = influx_database("kill").await;
+    let archive = tempfile::tempdir().unwrap();
+    let api = start_api(&prefix).await;
+    let definition = json!({"name": "k", "schema": {"type": "object", "properties": {
+        "t": {"type": "number"}, "n": {"type": "integer"}, "label": {"type": "string"}}}});
+    let mut streams = Vec::new();
+    for _ in 0..4 {
+        streams.push(stream(&api, definition.clone()).await.0);
+    }
+    let root = archive.path().to_string_lossy().into_owned();
+    let env = [
+        ("THINGTOTAL_INFLUX_URL", services().influx_url.as_str()),
+        ("THINGTOTAL_INFLUX_BUCKET", bucket.as_str()),
+        ("THINGTOTAL_ARCHIVE", root.as_str()),
+        ("THINGTOTAL_ARCHIVE_MAX_ROWS", "5000"),
+        ("THINGTOTAL_ARCHIVE_MAX_AGE_SECS", "2"),
+        ("THINGTOTAL_INFLUX_BATCH_LINGER_MS", "200"),
+    ];
+    let mut sink = start_part("sink", &prefix, &env).await;
+    let per_stream = 25_000;
+    let total = (per_stream * streams.len()) as i64;
+    feed_valid(&prefix, &streams, per_stream).await;
+    let files = || {
+        walk(archive.path())
+            .into_iter()
+            .filter(|p| p.extension().is_some_and(|e| e == "parquet"))
+            .count()
+    };
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+    while files() < 3 {
+        assert!(tokio::time::Instant::now() < deadline, "no archive files");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    sink.child.kill().unwrap();
+    sink.child.wait().unwrap();
+    let before = files();
+    drop(sink);
+    let _sink = start_part("sink", &prefix, &env).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(300);
+    loop {
+        let points: i64 = {
+            let mut sum = 0;
+            for s in &streams {
+                sum += count(&db, &s.to_string()).await;
+            }
+            sum
+        };
+        let rows = duckdb(archive.path(), "select count(*) from archive");
+        if points == total && rows[0][0].as_str() == Some(total.to_string().as_str()) {
+            break;
+        }
+        assert!(points <= total, "more points than entries: {points}");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{points} points and {rows} rows of {total}"
+        );
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let rows = duckdb(
+        archive.path(),
+        "select count(*), count(distinct entry_id), count(distinct stream), min(seq), max(seq) from archive",
+    );
+    assert_eq!(
+        rows[0],
+        json!([
+            total.to_string(),
+            total.to_string(),
+            "4",
+            "1",
+            per_stream.to_string()
+        ]),
+        "no duplicates"
+    );
+    assert!(before >= 3);
+    // Column types and values, as a data engineer reads them.
+    let types = duckdb(
+        archive.path(),
+        "select column_name, column_type from (describe archive)",
+    );
+    for expected in [
+        json!(["entry_id", "VARCHAR"]),
+        json!(["seq", "BIGINT"]),
+        json!(["ts", "TIMESTAMP WITH TIME ZONE"]),
+        json!(["received_at", "TIMESTAMP WITH TIME ZONE"]),
+        json!(["stream_version", "INTEGER"]),
+        json!(["t", "DOUBLE"]),
+        json!(["n", "BIGINT"]),
+        json!(["label", "VARCHAR"]),
+        json!(["date", "DATE"]),
+        json!(["stream", "BIGINT"]),
+    ] {
+        assert!(
+            types.as_array().unwrap().contains(&expected),
+            "{expected} in {types}"
+        );
+    }
+    let one = duckdb(
+        archive.path(),
+        &format!(
+            "select t, n, label, date, epoch_us(ts) from archive where stream = {} and seq = 8",
+            streams[0]
+        ),
+    );
+    assert_eq!(
+        one,
+        json!([["3.5", "7", "e7", "2026-01-02", "1767312007000007"]])
+    );
+    for s in &streams {
+        assert_eq!(count(&db, &s.to_string()).await, per_stream as i64);
+    }
+}
+
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for e in entries.flatten() {
+            if e.path().is_dir() {
+                out.extend(walk(&e.path()));
+            } else {
+                out.push(e.path());
+            }
+        }
+    }
+    out
+}

@@ -43,7 +43,7 @@ pub struct Config {
     pub log: LogArgs,
     /// How the validator consumes.
     #[command(flatten)]
-    pub worker: WorkerArgs,
+    pub worker: ValidatorArgs,
     /// Address of `/health` and `/metrics`.
     #[arg(long, env = "THINGTOTAL_HTTP_ADDR", default_value = "127.0.0.1:8082")]
     pub http_addr: SocketAddr,
@@ -51,7 +51,7 @@ pub struct Config {
 
 /// How the validator consumes.
 #[derive(Debug, Clone, Args)]
-pub struct WorkerArgs {
+pub struct ValidatorArgs {
     /// Consumer group of the validators [default: <topic-prefix>-validator, so
     /// `thingtotal-validator`].
     #[arg(long, env = "THINGTOTAL_VALIDATOR_GROUP")]
@@ -108,7 +108,7 @@ pub async fn run_on(config: Config, log: Log, shutdown: CancellationToken) -> Re
 }
 
 /// Consumes `entries.raw` until `shutdown`; the batch in flight is finished and committed first.
-pub async fn consume(rt: Runtime, args: &WorkerArgs, shutdown: CancellationToken) -> Result<()> {
+pub async fn consume(rt: Runtime, args: &ValidatorArgs, shutdown: CancellationToken) -> Result<()> {
     let instance_id = args
         .instance_id
         .clone()

@@ -1,0 +1,477 @@
+//! The Parquet archiver: a consumer group on `entries.valid` that writes Hive-partitioned Parquet
+//! files and commits its offsets only up to what is durable.
+//!
+//! Layout: `<archive>/stream=<id>/date=<YYYY-MM-DD>/<topic>+<partition>+<first offset, 20
+//! digits>.parquet`. There is one open file per (Kafka partition, stream, date); it is written when
+//! it reaches the row or byte limit, when it is older than the age limit (so an idle stream is
+//! flushed too), when an entry of a new stream version arrives, and at shutdown. A file is written
+//! to a temporary name, fsynced, renamed into place and its directory fsynced; only then can the
+//! group's position move past its rows. Each file's footer records the first and last offset it
+//! holds, so after a crash the archiver reads which offsets are already archived and skips them:
+//! no row is written twice and none is missed.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use chrono::NaiveDate;
+use parquet::arrow::ArrowWriter;
+use parquet::basic::{Compression, ZstdLevel};
+use parquet::file::metadata::KeyValue;
+use parquet::file::properties::WriterProperties;
+use parquet::file::reader::{FileReader, SerializedFileReader};
+use thingtotal_common::envelope::ValidEntry;
+use thingtotal_common::log::{Consumed, GroupOptions, TopicPartitionOffset};
+use thingtotal_common::runtime::Runtime;
+use thingtotal_common::stream::{StreamId, StreamRecord};
+use thingtotal_common::{CancellationToken, Error, Result};
+use tracing::{info, warn};
+
+use crate::columns::Columns;
+
+const FIRST_OFFSET: &str = "thingtotal.first_offset";
+const LAST_OFFSET: &str = "thingtotal.last_offset";
+
+/// When files roll over.
+#[derive(Debug, Clone)]
+pub struct Rollover {
+    /// Rows per file.
+    pub rows: usize,
+    /// Bytes of entry data per file (an estimate of the file's input).
+    pub bytes: usize,
+    /// Age of a file's first row.
+    pub age: Duration,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+struct FileKey {
+    partition: i32,
+    stream: StreamId,
+    date: NaiveDate,
+}
+
+struct OpenFile {
+    version: u32,
+    first_offset: i64,
+    last_offset: i64,
+    rows: Vec<ValidEntry>,
+    bytes: usize,
+    opened: Instant,
+}
+
+/// Offsets already archived, per (partition, stream, date): first offset → last offset. A stream's
+/// entries of one date and partition go to one file at a time, in offset order, so every offset
+/// between a file's first and last of that key is in that file.
+type Archived = HashMap<(i32, StreamId, NaiveDate), BTreeMap<i64, i64>>;
+
+fn file_name(topic: &str, partition: i32, first_offset: i64) -> String {
+    format!("{topic}+{partition}+{first_offset:020}.parquet")
+}
+
+/// Reads every archived file of `topic` and the offsets it holds; removes temporary files a crash
+/// left behind.
+fn recover(root: &Path, topic: &str) -> Result<Archived> {
+    let mut archived = Archived::new();
+    let Ok(streams) = std::fs::read_dir(root) else {
+        return Ok(archived);
+    };
+    let prefix = format!("{topic}+");
+    for s in streams.flatten() {
+        let Some(stream) = s
+            .file_name()
+            .to_str()
+            .and_then(|n| n.strip_prefix("stream="))
+            .and_then(|n| n.parse::<StreamId>().ok())
+        else {
+            continue;
+        };
+        for d in std::fs::read_dir(s.path())?.flatten() {
+            let Some(date) = d
+                .file_name()
+                .to_str()
+                .and_then(|n| n.strip_prefix("date="))
+                .and_then(|n| NaiveDate::parse_from_str(n, "%Y-%m-%d").ok())
+            else {
+                continue;
+            };
+            for f in std::fs::read_dir(d.path())?.flatten() {
+                let name = f.file_name().to_string_lossy().into_owned();
+                if name.ends_with(".tmp") {
+                    let _ = std::fs::remove_file(f.path());
+                    continue;
+                }
+                let Some(rest) = name
+                    .strip_prefix(&prefix)
+                    .and_then(|r| r.strip_suffix(".parquet"))
+                else {
+                    continue;
+                };
+                let Some((partition, _)) = rest.split_once('+') else {
+                    continue;
+                };
+                let Ok(partition) = partition.parse::<i32>() else {
+                    continue;
+                };
+                let reader = SerializedFileReader::new(std::fs::File::open(f.path())?)
+                    .map_err(|e| Error::Storage(format!("{}: {e}", f.path().display())))?;
+                let kv = reader
+                    .metadata()
+                    .file_metadata()
+                    .key_value_metadata()
+                    .cloned()
+                    .unwrap_or_default();
+                let get = |k: &str| {
+                    kv.iter()
+                        .find(|e| e.key == k)
+                        .and_then(|e| e.value.as_deref()?.parse::<i64>().ok())
+                };
+                if let (Some(first), Some(last)) = (get(FIRST_OFFSET), get(LAST_OFFSET)) {
+                    archived
+                        .entry((partition, stream, date))
+                        .or_default()
+                        .insert(first, last);
+                }
+            }
+        }
+    }
+    Ok(archived)
+}
+
+fn is_archived(archived: &Archived, key: &FileKey, offset: i64) -> bool {
+    archived
+        .get(&(key.partition, key.stream, key.date))
+        .and_then(|ranges| ranges.range(..=offset).next_back())
+        .is_some_and(|(_, last)| offset <= *last)
+}
+
+/// Writes one file atomically: temporary name, fsync, rename, fsync of the directory.
+fn write_file(
+    path: &Path,
+    columns: &Columns,
+    rows: &[ValidEntry],
+    metadata: Vec<KeyValue>,
+) -> Result<()> {
+    let dir = path.parent().expect("archive files have a directory");
+    std::fs::create_dir_all(dir)?;
+    let tmp = dir.join(format!(
+        ".{}.tmp",
+        path.file_name().unwrap_or_default().to_string_lossy()
+    ));
+    let file = std::fs::File::create(&tmp)?;
+    let props = WriterProperties::builder()
+        .set_compression(Compression::ZSTD(ZstdLevel::default()))
+        .set_max_row_group_row_count(Some(256 * 1024))
+        .set_key_value_metadata(Some(metadata))
+        .build();
+    let storage = |e: parquet::errors::ParquetError| Error::Storage(e.to_string());
+    let mut writer = ArrowWriter::try_new(file, columns.schema(), Some(props)).map_err(storage)?;
+    for chunk in rows.chunks(256 * 1024) {
+        let batch = columns
+            .batch(chunk)
+            .map_err(|e| Error::Storage(e.to_string()))?;
+        writer.write(&batch).map_err(storage)?;
+    }
+    let file = writer.into_inner().map_err(storage)?;
+    file.sync_all()?;
+    drop(file);
+    std::fs::rename(&tmp, path)?;
+    std::fs::File::open(dir)?.sync_all()?;
+    Ok(())
+}
+
+struct Archiver {
+    rt: Runtime,
+    root: PathBuf,
+    rollover: Rollover,
+    open: HashMap<FileKey, OpenFile>,
+    archived: Archived,
+    /// Per partition: the offset after the last record seen.
+    seen: HashMap<i32, i64>,
+    committed: HashMap<i32, i64>,
+}
+
+impl Archiver {
+    /// Writes the open file `key` and records its offsets as archived.
+    async fn flush(&mut self, key: &FileKey) -> Result<()> {
+        let Some(file) = self.open.remove(key) else {
+            return Ok(());
+        };
+        let stream = self
+            .rt
+            .registry
+            .lookup(key.stream, Duration::from_secs(5))
+            .await?;
+        let (columns, schema_json) = match &stream {
+            // Files are written with the schema of the version their rows were validated against;
+            // if the registry has moved on, the rows still fit the current columns by name.
+            Some(s) => (Columns::of(s), s.schema.to_string()),
+            None => {
+                warn!(
+                    stream = key.stream,
+                    "archiving rows of a deleted stream with only the fixed columns"
+                );
+                let empty: StreamRecord = serde_json::from_value(serde_json::json!({
+                    "id": key.stream, "name": "", "version": file.version, "schema": {},
+                    "created_at": "1970-01-01T00:00:00Z", "updated_at": "1970-01-01T00:00:00Z",
+                    "write_key_sha256": "", "read_key_sha256": ""}))?;
+                (Columns::of(&empty), "{}".to_owned())
+            }
+        };
+        let path = self
+            .root
+            .join(format!("stream={}", key.stream))
+            .join(format!("date={}", key.date.format("%Y-%m-%d")))
+            .join(file_name(
+                &self.rt.topics.valid,
+                key.partition,
+                file.first_offset,
+            ));
+        let metadata = vec![
+            KeyValue::new(FIRST_OFFSET.to_owned(), file.first_offset.to_string()),
+            KeyValue::new(LAST_OFFSET.to_owned(), file.last_offset.to_string()),
+            KeyValue::new("thingtotal.stream_id".to_owned(), key.stream.to_string()),
+            KeyValue::new(
+                "thingtotal.stream_version".to_owned(),
+                file.version.to_string(),
+            ),
+            KeyValue::new("thingtotal.schema".to_owned(), schema_json),
+        ];
+        let rows = file.rows.len();
+        let bytes = file.bytes;
+        let started = Instant::now();
+        let written = tokio::task::spawn_blocking({
+            let path = path.clone();
+            move || write_file(&path, &columns, &file.rows, metadata)
+        })
+        .await
+        .map_err(|_| Error::Closed)?;
+        // On failure nothing is recorded as archived: the rows are consumed again after a rewind.
+        written?;
+        metrics::counter!("thingtotal_sink_archive_files_total").increment(1);
+        metrics::counter!("thingtotal_sink_archive_rows_total").increment(rows as u64);
+        metrics::counter!("thingtotal_sink_archive_bytes_total").increment(bytes as u64);
+        metrics::histogram!("thingtotal_sink_archive_write_seconds")
+            .record(started.elapsed().as_secs_f64());
+        self.archived
+            .entry((key.partition, key.stream, key.date))
+            .or_default()
+            .insert(file.first_offset, file.last_offset);
+        info!(path = %path.display(), rows, "archived");
+        Ok(())
+    }
+
+    fn add(&mut self, c: &Consumed) -> Result<Option<FileKey>> {
+        self.seen.insert(c.partition, c.offset + 1);
+        let entry: ValidEntry = match serde_json::from_slice(c.value.as_deref().unwrap_or_default())
+        {
+            Ok(e) => e,
+            Err(e) => {
+                warn!(partition = c.partition, offset = c.offset, error = %e, "skipping a record that is not a valid envelope");
+                return Ok(None);
+            }
+        };
+        let key = FileKey {
+            partition: c.partition,
+            stream: entry.stream_id,
+            date: entry.ts.date_naive(),
+        };
+        if is_archived(&self.archived, &key, c.offset) {
+            return Ok(None);
+        }
+        // A new stream version starts a new file.
+        let mut roll = None;
+        if self
+            .open
+            .get(&key)
+            .is_some_and(|f| f.version != entry.stream_version)
+        {
+            roll = Some(key.clone());
+        }
+        let size = c.value.as_ref().map_or(0, |v| v.len());
+        Ok(roll.or_else(|| {
+            let file = self.open.entry(key.clone()).or_insert_with(|| OpenFile {
+                version: entry.stream_version,
+                first_offset: c.offset,
+                last_offset: c.offset,
+                rows: Vec::new(),
+                bytes: 0,
+                opened: Instant::now(),
+            });
+            file.last_offset = c.offset;
+            file.bytes += size;
+            file.rows.push(entry);
+            None
+        }))
+    }
+
+    /// Files due by size or age.
+    fn due(&self, all: bool) -> Vec<FileKey> {
+        self.open
+            .iter()
+            .filter(|(_, f)| {
+                all || f.rows.len() >= self.rollover.rows
+                    || f.bytes >= self.rollover.bytes
+                    || f.opened.elapsed() >= self.rollover.age
+            })
+            .map(|(k, _)| k.clone())
+            .collect()
+    }
+
+    /// Positions that are durable: before the first row of any open file, or after everything seen.
+    fn durable_positions(&self) -> Vec<TopicPartitionOffset> {
+        self.seen
+            .iter()
+            .map(|(p, seen)| {
+                let open = self
+                    .open
+                    .iter()
+                    .filter(|(k, _)| k.partition == *p)
+                    .map(|(_, f)| f.first_offset)
+                    .min();
+                TopicPartitionOffset {
+                    topic: self.rt.topics.valid.clone(),
+                    partition: *p,
+                    offset: open.unwrap_or(*seen),
+                }
+            })
+            .filter(|t| {
+                self.committed
+                    .get(&t.partition)
+                    .is_none_or(|c| t.offset > *c)
+            })
+            .collect()
+    }
+}
+
+/// Archives `entries.valid` under `root` until `shutdown`; at shutdown every open file is written
+/// and committed.
+pub(crate) async fn run(
+    rt: Runtime,
+    root: PathBuf,
+    rollover: Rollover,
+    group: String,
+    shutdown: CancellationToken,
+) -> Result<()> {
+    std::fs::create_dir_all(&root)?;
+    let archived = {
+        let (root, topic) = (root.clone(), rt.topics.valid.clone());
+        tokio::task::spawn_blocking(move || recover(&root, &topic))
+            .await
+            .map_err(|_| Error::Closed)??
+    };
+    let mut consumer = rt
+        .log
+        .consumer(GroupOptions {
+            group: group.clone(),
+            topics: vec![rt.topics.valid.clone()],
+            transactional: false,
+            instance_id: String::new(),
+        })
+        .await?;
+    info!(%group, root = %root.display(), files = archived.values().map(BTreeMap::len).sum::<usize>(), "archiver consuming");
+    let mut a = Archiver {
+        rt: rt.clone(),
+        root,
+        rollover: Rollover {
+            age: rollover.age.max(Duration::from_millis(100)),
+            ..rollover
+        },
+        open: HashMap::new(),
+        archived,
+        seen: HashMap::new(),
+        committed: HashMap::new(),
+    };
+    let linger = (a.rollover.age / 4).min(Duration::from_secs(1));
+    let mut last_lag = Instant::now();
+    loop {
+        let stopping = shutdown.is_cancelled();
+        let batch = if stopping {
+            Vec::new()
+        } else {
+            tokio::select! {
+                _ = shutdown.cancelled() => Vec::new(),
+                b = consumer.poll(10_000, linger) => match b {
+                    Ok(b) => b,
+                    Err(e) => {
+                        warn!(error = %e, "polling entries.valid failed");
+                        tokio::time::sleep(Duration::from_secs(1)).await;
+                        continue;
+                    }
+                },
+            }
+        };
+        let result: Result<()> = async {
+            for c in &batch {
+                if let Some(roll) = a.add(c)? {
+                    a.flush(&roll).await?;
+                    a.add(c)?;
+                }
+            }
+            for key in a.due(shutdown.is_cancelled()) {
+                a.flush(&key).await?;
+            }
+            let positions = a.durable_positions();
+            if !positions.is_empty() {
+                consumer.commit(&positions).await?;
+                for p in positions {
+                    a.committed.insert(p.partition, p.offset);
+                }
+            }
+            Ok(())
+        }
+        .await;
+        if let Err(e) = result {
+            warn!(error = %e, "archiving failed; dropping open files and rewinding");
+            a.open.clear();
+            a.seen.clear();
+            a.committed.clear();
+            let _ = consumer.rewind().await;
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            if shutdown.is_cancelled() {
+                break;
+            }
+            continue;
+        }
+        if shutdown.is_cancelled() {
+            break;
+        }
+        if last_lag.elapsed() > Duration::from_secs(10) {
+            last_lag = Instant::now();
+            if let Ok(lag) = consumer.lag(&rt.log, &rt.topics.valid).await {
+                metrics::gauge!("thingtotal_sink_lag", "group" => group.clone()).set(lag as f64);
+            }
+        }
+    }
+    info!("archiver stopped");
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_deterministic_and_sort_by_offset() {
+        assert_eq!(
+            file_name("tt.entries.valid", 3, 42),
+            "tt.entries.valid+3+00000000000000000042.parquet"
+        );
+        let day = |d: u32| NaiveDate::from_ymd_opt(2026, 1, d).unwrap();
+        let key = |partition, stream, date| FileKey {
+            partition,
+            stream,
+            date,
+        };
+        let mut a = Archived::new();
+        a.entry((1, 7, day(1))).or_default().insert(10, 20);
+        a.entry((1, 7, day(1))).or_default().insert(30, 35);
+        let k = key(1, 7, day(1));
+        assert!(is_archived(&a, &k, 10) && is_archived(&a, &k, 20) && is_archived(&a, &k, 33));
+        assert!(!is_archived(&a, &k, 9) && !is_archived(&a, &k, 21) && !is_archived(&a, &k, 36));
+        assert!(
+            !is_archived(&a, &key(2, 7, day(1)), 15) && !is_archived(&a, &key(1, 8, day(1)), 15)
+        );
+        // Another date's file of the same stream and partition can interleave its offsets.
+        assert!(!is_archived(&a, &key(1, 7, day(2)), 15));
+    }
+}
