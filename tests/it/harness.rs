@@ -11,7 +11,7 @@ use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use reqwest::{Client, StatusCode};
-use serde_json::Value;
+use serde_json::{json, Value};
 use thingtotal_common::log::{Consumed, KafkaLog, KafkaOptions, Log};
 use thingtotal_common::topics::Topics;
 
@@ -221,6 +221,67 @@ pub(crate) async fn raw_entries(prefix: &str, count: usize) -> Vec<Consumed> {
         }
     }
     out.sort_by_key(|c| (c.partition, c.offset));
+    out
+}
+
+/// Runs an InfluxQL query against `db`.
+pub(crate) async fn influxql(db: &str, q: &str) -> Value {
+    Client::new()
+        .get(format!("{}/query", services().influx_url))
+        .query(&[("db", db), ("q", q), ("epoch", "ns")])
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
+pub(crate) async fn count(db: &str, measurement: &str) -> i64 {
+    let v = influxql(db, &format!("SELECT count(seq) FROM \"{measurement}\"")).await;
+    v["results"][0]["series"][0]["values"][0][1]
+        .as_i64()
+        .unwrap_or(0)
+}
+
+/// Appends `n` envelopes per stream to entries.valid, as the validator would.
+pub(crate) async fn feed_valid(prefix: &str, streams: &[u64], from: usize, n: usize) {
+    let log = kafka();
+    let topic = Topics::new(prefix).valid;
+    for chunk in (from..from + n).step_by(5000) {
+        let mut records = Vec::new();
+        for s in streams {
+            for i in chunk..(chunk + 5000).min(from + n) {
+                let entry_id = uuid::Uuid::now_v7();
+                let value = json!({"entry_id": entry_id, "seq": i + 1, "stream_id": s, "stream_version": 1,
+                                   "ts": format!("2026-01-0{}T00:00:{:02}.{:06}Z", 1 + i % 2, i % 60, i),
+                                   "received_at": "2026-01-01T00:00:00.000000Z",
+                                   "data": {"t": i as f64 / 2.0, "n": i, "label": format!("e{i}")}});
+                records.push(
+                    thingtotal_common::log::Record::new(
+                        s.to_string(),
+                        serde_json::to_vec(&value).unwrap(),
+                    )
+                    .header("tt.entry_id", entry_id.to_string()),
+                );
+            }
+        }
+        log.append(&topic, records).await.unwrap();
+    }
+}
+
+/// Every file below `dir`.
+pub(crate) fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for e in entries.flatten() {
+            if e.path().is_dir() {
+                out.extend(walk(&e.path()));
+            } else {
+                out.push(e.path());
+            }
+        }
+    }
     out
 }
 

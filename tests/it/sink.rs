@@ -7,28 +7,9 @@ use serde_json::{json, Value};
 use thingtotal_common::topics::Topics;
 
 use crate::harness::{
-    influx_database, kafka, random_prefix, services, start_api, start_part, stream,
+    count, feed_valid, influx_database, influxql, kafka, random_prefix, services, start_api,
+    start_part, stream, walk,
 };
-
-/// Runs an InfluxQL query against `db`.
-async fn influxql(db: &str, q: &str) -> Value {
-    Client::new()
-        .get(format!("{}/query", services().influx_url))
-        .query(&[("db", db), ("q", q), ("epoch", "ns")])
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap()
-}
-
-async fn count(db: &str, measurement: &str) -> i64 {
-    let v = influxql(db, &format!("SELECT count(seq) FROM \"{measurement}\"")).await;
-    v["results"][0]["series"][0]["values"][0][1]
-        .as_i64()
-        .unwrap_or(0)
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn entries_become_exactly_one_typed_point_each() {
@@ -256,32 +237,6 @@ fn duckdb(root: &std::path::Path, sql: &str) -> Value {
     serde_json::from_slice(&out.stdout).unwrap()
 }
 
-/// Appends `n` envelopes per stream to entries.valid, as the validator would.
-async fn feed_valid(prefix: &str, streams: &[u64], n: usize) {
-    let log = kafka();
-    let topic = Topics::new(prefix).valid;
-    for chunk in 0..n.div_ceil(5000) {
-        let mut records = Vec::new();
-        for s in streams {
-            for i in chunk * 5000..((chunk + 1) * 5000).min(n) {
-                let entry_id = uuid::Uuid::now_v7();
-                let value = json!({"entry_id": entry_id, "seq": i + 1, "stream_id": s, "stream_version": 1,
-                                   "ts": format!("2026-01-0{}T00:00:{:02}.{:06}Z", 1 + i % 2, i % 60, i),
-                                   "received_at": "2026-01-01T00:00:00.000000Z",
-                                   "data": {"t": i as f64 / 2.0, "n": i, "label": format!("e{i}")}});
-                records.push(
-                    thingtotal_common::log::Record::new(
-                        s.to_string(),
-                        serde_json::to_vec(&value).unwrap(),
-                    )
-                    .header("tt.entry_id", entry_id.to_string()),
-                );
-            }
-        }
-        log.append(&topic, records).await.unwrap();
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_of_the_sink_mid_run_leaves_exactly_n_points_and_n_rows() {
     let prefix = random_prefix("sink-kill");
@@ -306,7 +261,7 @@ async fn kill_9_of_the_sink_mid_run_leaves_exactly_n_points_and_n_rows() {
     let mut sink = start_part("sink", &prefix, &env).await;
     let per_stream = 25_000;
     let total = (per_stream * streams.len()) as i64;
-    feed_valid(&prefix, &streams, per_stream).await;
+    feed_valid(&prefix, &streams, 0, per_stream).await;
     let files = || {
         walk(archive.path())
             .into_iter()
@@ -396,18 +351,4 @@ async fn kill_9_of_the_sink_mid_run_leaves_exactly_n_points_and_n_rows() {
     for s in &streams {
         assert_eq!(count(&db, &s.to_string()).await, per_stream as i64);
     }
-}
-
-fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
-    let mut out = Vec::new();
-    if let Ok(entries) = std::fs::read_dir(dir) {
-        for e in entries.flatten() {
-            if e.path().is_dir() {
-                out.extend(walk(&e.path()));
-            } else {
-                out.push(e.path());
-            }
-        }
-    }
-    out
 }

@@ -77,3 +77,70 @@ async fn a_write_while_kafka_is_down_gets_503_and_is_accepted_once_it_is_back() 
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn influxdb_down_for_20_s_loses_nothing_and_the_archive_keeps_growing() {
+    let _one_at_a_time = OUTAGE.lock().await;
+    let prefix = harness::random_prefix("influx-outage");
+    let (db, bucket) = harness::influx_database("outage").await;
+    let archive = tempfile::tempdir().unwrap();
+    let api = harness::start_api(&prefix).await;
+    let (id, _, _) = harness::stream(
+        &api,
+        json!({"name": "o", "schema": {"type": "object", "properties": {
+            "t": {"type": "number"}, "n": {"type": "integer"}, "label": {"type": "string"}}}}),
+    )
+    .await;
+    let root = archive.path().to_string_lossy().into_owned();
+    let url = harness::services().influx_url.clone();
+    let env = [
+        ("THINGTOTAL_INFLUX_URL", url.as_str()),
+        ("THINGTOTAL_INFLUX_BUCKET", bucket.as_str()),
+        ("THINGTOTAL_ARCHIVE", root.as_str()),
+        ("THINGTOTAL_ARCHIVE_MAX_AGE_SECS", "1"),
+        ("THINGTOTAL_INFLUX_BATCH_LINGER_MS", "200"),
+    ];
+    let _sink = harness::start_part("sink", &prefix, &env).await;
+    let parquet_files = || {
+        harness::walk(archive.path())
+            .into_iter()
+            .filter(|p| p.extension().is_some_and(|e| e == "parquet"))
+            .count()
+    };
+    // Entries keep arriving before, during and after the outage.
+    harness::feed_valid(&prefix, &[id], 0, 2_000).await;
+    services("stop-influx");
+    let files_at_stop = parquet_files();
+    let outage = Instant::now();
+    let mut files_during = files_at_stop;
+    let mut n = 0;
+    while outage.elapsed() < Duration::from_secs(20) {
+        harness::feed_valid(&prefix, &[id], 2_000 + 500 * n, 500).await;
+        n += 1;
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        files_during = parquet_files();
+    }
+    services("start-influx");
+    assert!(n >= 5);
+    assert!(
+        files_during > files_at_stop,
+        "the archive kept growing while InfluxDB was down: {files_at_stop} -> {files_during} files"
+    );
+    let total = 2_000 + 500 * n;
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let points = harness::count(&db, &id.to_string()).await;
+        if points as usize == total {
+            break;
+        }
+        assert!(
+            points as usize <= total,
+            "{points} points for {total} entries"
+        );
+        assert!(
+            Instant::now() < deadline,
+            "InfluxDB did not catch up: {points} of {total}"
+        );
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
