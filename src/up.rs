@@ -2,10 +2,12 @@
 
 use std::net::SocketAddr;
 use std::path::Path;
+use std::time::Duration;
 
 use anyhow::Context;
 use clap::Args;
 use thingtotal_common::config::{AdminArgs, ArchiveArgs, InfluxArgs, LogArgs};
+use thingtotal_common::log::Drain;
 use thingtotal_common::runtime::Runtime;
 use thingtotal_common::{http, keys, problem};
 use tokio_util::sync::CancellationToken;
@@ -69,7 +71,12 @@ fn admin_token(given: Option<&str>, data_dir: &Path) -> anyhow::Result<String> {
     Ok(token)
 }
 
-/// Runs `up` until `shutdown` is cancelled.
+/// How long `up` keeps processing after Ctrl-C so that everything acknowledged is archived.
+const DRAIN_LIMIT: Duration = Duration::from_secs(60);
+
+/// Runs `up` until `shutdown` is cancelled, then drains: the HTTP server stops accepting, the
+/// validator processes every acknowledged entry, and the sink writes and archives everything
+/// validated, before the process exits.
 pub async fn run(mut config: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
     // On one machine an entry should be readable from the archive within about 5 seconds.
     config.sink.archive_max_age_secs = config.sink.archive_max_age_secs.min(5.0);
@@ -83,22 +90,30 @@ pub async fn run(mut config: Config, shutdown: CancellationToken) -> anyhow::Res
              add --kafka-brokers to run on Kafka"
         ),
     }
-    let rt = Runtime::start(&config.log, log, shutdown.clone()).await?;
+    // The registry outlives the parts: it stops last.
+    let registry_stop = CancellationToken::new();
+    let rt = Runtime::start(&config.log, log, registry_stop.clone()).await?;
     let routes =
         thingtotal_ingest::routes(thingtotal_ingest::Ingest::new(rt.clone(), &config.limits))
             .or(thingtotal_api::routes(thingtotal_api::Api::new(
                 rt.clone(),
-                Some(token),
+                Some(token.clone()),
             )))
             .unify()
             .or(http::ops_routes("up", rt.log.clone()))
             .unify()
             .recover(problem::recover)
             .unify();
-    let (_, server) = http::spawn_server("up", config.http_addr, routes, shutdown.clone()).await?;
+    let (http_stop, validator_stop, sink_stop) = (
+        CancellationToken::new(),
+        CancellationToken::new(),
+        CancellationToken::new(),
+    );
+    let (addr, server) =
+        http::spawn_server("up", config.http_addr, routes, http_stop.clone()).await?;
     let validator = tokio::spawn({
-        let (rt, args, shutdown) = (rt.clone(), config.validator.clone(), shutdown.clone());
-        async move { thingtotal_validator::consume(rt, &args, shutdown).await }
+        let (rt, args, stop) = (rt.clone(), config.validator.clone(), validator_stop.clone());
+        async move { thingtotal_validator::consume(rt, &args, Drain::new(DRAIN_LIMIT), stop).await }
     });
     let mut sinks = thingtotal_sink::spawn(
         &rt,
@@ -106,14 +121,67 @@ pub async fn run(mut config: Config, shutdown: CancellationToken) -> anyhow::Res
         &config.archive,
         &config.log.data_dir,
         &config.sink,
-        &shutdown,
+        DRAIN_LIMIT,
+        &sink_stop,
     );
+    println!("{}", banner(&config, addr, &token));
+    shutdown.cancelled().await;
+    info!("draining: no new requests; archiving everything acknowledged");
+    http_stop.cancel();
     server.await?;
+    validator_stop.cancel();
     validator.await??;
+    sink_stop.cancel();
     while let Some(done) = sinks.join_next().await {
         done??;
     }
+    registry_stop.cancel();
+    info!("stopped");
     Ok(())
+}
+
+/// What `up` prints when it is ready: where everything is, and a walkthrough to paste.
+fn banner(config: &Config, addr: SocketAddr, token: &str) -> String {
+    let data = config.log.data_dir.display();
+    let archive = config
+        .archive
+        .archive
+        .clone()
+        .unwrap_or_else(|| config.log.data_dir.join("archive").display().to_string());
+    let log = match &config.log.kafka_brokers {
+        Some(b) => format!("Kafka at {b}"),
+        None => format!(
+            "the embedded log in {data}/log: one machine, durable on its disk, no replication"
+        ),
+    };
+    let influx = match &config.influx.influx_url {
+        Some(u) => format!("{u} (bucket {})", config.influx.influx_bucket),
+        None => "not configured (add --influx-url for dashboards)".into(),
+    };
+    format!(
+        r#"
+ThingTotal is running on {log}.
+
+  API and ingest  http://{addr}
+  OpenAPI         http://{addr}/api/openapi.json
+  Health          http://{addr}/health   Metrics: http://{addr}/metrics
+  Admin token     {token}  (kept in {data}/admin-token)
+  Archive         {archive}  (Parquet, Hive-partitioned)
+  InfluxDB        {influx}
+
+Try it:
+  export TT=http://{addr} TOKEN={token}
+  curl -s -X POST $TT/api/streams -H "Authorization: Bearer $TOKEN" -H 'content-type: application/json' \
+    -d '{{"name":"greenhouse","schema":{{"type":"object","properties":{{"temperature":{{"type":"number"}},"humidity":{{"type":"integer"}}}},"required":["temperature"]}}}}'
+  # then, with the "id" and "write_key" of the answer:
+  curl -s -X POST $TT/api/streams/<id>/entries -H "X-Api-Key: <write_key>" -H 'content-type: application/json' \
+    -d '[{{"temperature": 21.5, "humidity": 40}}, {{"temperature": 22.0}}]'
+  curl -s "$TT/update?api_key=<write_key>&field1=23.5&field2=41"
+  duckdb -c "select * from read_parquet('{archive}/**/*.parquet', hive_partitioning = true)"
+
+Ctrl-C stops once everything acknowledged is archived.
+"#
+    )
 }
 
 #[cfg(test)]

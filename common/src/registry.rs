@@ -71,6 +71,7 @@ impl Registry {
                     _ = shutdown.cancelled() => return,
                     batch = reader.read(1000, Duration::from_millis(500)) => match batch {
                         Ok(batch) => r.apply(batch),
+                        Err(_) if shutdown.is_cancelled() => return,
                         Err(e) => {
                             warn!(error = %e, "registry: reading the streams topic failed");
                             tokio::time::sleep(Duration::from_secs(1)).await;

@@ -21,7 +21,7 @@ use parquet::file::metadata::KeyValue;
 use parquet::file::properties::WriterProperties;
 use parquet::file::reader::{FileReader, SerializedFileReader};
 use thingtotal_common::envelope::ValidEntry;
-use thingtotal_common::log::{Consumed, GroupOptions, TopicPartitionOffset};
+use thingtotal_common::log::{Consumed, Drain, GroupOptions, TopicPartitionOffset};
 use thingtotal_common::runtime::Runtime;
 use thingtotal_common::stream::{StreamId, StreamRecord};
 use thingtotal_common::{CancellationToken, Error, Result};
@@ -317,6 +317,25 @@ impl Archiver {
             .collect()
     }
 
+    /// Whether every partition has been read to its end.
+    async fn caught_up(&self, consumer: &thingtotal_common::log::GroupConsumer) -> bool {
+        let topic = &self.rt.topics.valid;
+        let (Ok(ends), Ok(committed)) = (
+            self.rt.log.end_offsets(topic).await,
+            consumer.committed(topic).await,
+        ) else {
+            return false;
+        };
+        ends.iter().enumerate().all(|(p, end)| {
+            let read = self
+                .seen
+                .get(&(p as i32))
+                .copied()
+                .or(committed.get(p).copied().flatten());
+            read.unwrap_or(0) >= *end
+        })
+    }
+
     /// Positions that are durable: before the first row of any open file, or after everything seen.
     fn durable_positions(&self) -> Vec<TopicPartitionOffset> {
         self.seen
@@ -350,6 +369,7 @@ pub(crate) async fn run(
     root: PathBuf,
     rollover: Rollover,
     group: String,
+    mut drain: Drain,
     shutdown: CancellationToken,
 ) -> Result<()> {
     std::fs::create_dir_all(&root)?;
@@ -383,23 +403,23 @@ pub(crate) async fn run(
     };
     let linger = (a.rollover.age / 4).min(Duration::from_secs(1));
     let mut last_lag = Instant::now();
+    let mut stopping = false;
     loop {
-        let stopping = shutdown.is_cancelled();
-        let batch = if stopping {
-            Vec::new()
+        // Never cancelled half-way: a dropped poll would lose the records it had fetched.
+        let wait = if shutdown.is_cancelled() {
+            Duration::from_millis(100)
         } else {
-            tokio::select! {
-                _ = shutdown.cancelled() => Vec::new(),
-                b = consumer.poll(10_000, linger) => match b {
-                    Ok(b) => b,
-                    Err(e) => {
-                        warn!(error = %e, "polling entries.valid failed");
-                        tokio::time::sleep(Duration::from_secs(1)).await;
-                        continue;
-                    }
-                },
+            linger
+        };
+        let batch = match consumer.poll(10_000, wait).await {
+            Ok(b) => b,
+            Err(e) => {
+                warn!(error = %e, "polling entries.valid failed");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                Vec::new()
             }
         };
+        let polled_empty = batch.is_empty();
         let result: Result<()> = async {
             for c in &batch {
                 if let Some(roll) = a.add(c)? {
@@ -407,7 +427,14 @@ pub(crate) async fn run(
                     a.add(c)?;
                 }
             }
-            for key in a.due(shutdown.is_cancelled()) {
+            // Stopping writes every open file, once caught up or when the drain limit passes.
+            let stop = shutdown.is_cancelled()
+                && (drain.expired(&rt.topics.valid)
+                    || (polled_empty && a.caught_up(&consumer).await));
+            if stop {
+                stopping = true;
+            }
+            for key in a.due(stop) {
                 a.flush(&key).await?;
             }
             let positions = a.durable_positions();
@@ -432,7 +459,7 @@ pub(crate) async fn run(
             }
             continue;
         }
-        if shutdown.is_cancelled() {
+        if stopping {
             break;
         }
         if last_lag.elapsed() > Duration::from_secs(10) {

@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use thingtotal_common::envelope::{dlq, ValidEntry};
-use thingtotal_common::log::{positions_after, Consumed, GroupOptions, Record};
+use thingtotal_common::log::{positions_after, Consumed, Drain, GroupOptions, Record};
 use thingtotal_common::runtime::Runtime;
 use thingtotal_common::stream::StreamId;
 use thingtotal_common::CancellationToken;
@@ -192,6 +192,7 @@ pub(crate) async fn run(
     group: String,
     batch_max: usize,
     linger: Duration,
+    mut drain: Drain,
     shutdown: CancellationToken,
 ) -> thingtotal_common::Result<()> {
     let mut consumer = rt
@@ -215,12 +216,24 @@ pub(crate) async fn run(
     let mut body = String::new();
     let mut last_lag = Instant::now();
     loop {
-        let polled = tokio::select! {
-            _ = shutdown.cancelled() => break,
-            b = consumer.poll(batch_max, linger) => b,
+        // Never cancelled half-way: a dropped poll would lose the records it had fetched. After
+        // shutdown the linger is short, so that draining does not wait for full batches.
+        let wait = if shutdown.is_cancelled() {
+            Duration::from_millis(100)
+        } else {
+            linger
         };
+        let polled = consumer.poll(batch_max, wait).await;
         let batch = match polled {
-            Ok(b) if b.is_empty() => continue,
+            Ok(b) if b.is_empty() => {
+                if drain
+                    .done(&shutdown, &consumer, &rt.log, &rt.topics.valid, true)
+                    .await
+                {
+                    break;
+                }
+                continue;
+            }
             Ok(b) => b,
             Err(e) => {
                 warn!(error = %e, "polling entries.valid failed");
@@ -295,6 +308,12 @@ pub(crate) async fn run(
             // Points are idempotent: the rewound batch rewrites the same points.
             warn!(error = %e, "commit failed; rewinding");
             let _ = consumer.rewind().await;
+        }
+        if drain
+            .done(&shutdown, &consumer, &rt.log, &rt.topics.valid, false)
+            .await
+        {
+            break;
         }
         if last_lag.elapsed() > Duration::from_secs(10) {
             last_lag = Instant::now();

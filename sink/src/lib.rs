@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use clap::Args;
 use thingtotal_common::config::{ArchiveArgs, InfluxArgs, LogArgs};
-use thingtotal_common::log::Log;
+use thingtotal_common::log::{Drain, Log};
 use thingtotal_common::problem;
 use thingtotal_common::runtime::Runtime;
 use thingtotal_common::{http, CancellationToken};
@@ -116,6 +116,7 @@ pub async fn run_on(config: Config, log: Log, shutdown: CancellationToken) -> Re
         &config.archive,
         &config.log.data_dir,
         &config.worker,
+        Duration::ZERO,
         &shutdown,
     );
     let mut result = Ok(());
@@ -137,6 +138,7 @@ pub fn spawn(
     archive: &ArchiveArgs,
     data_dir: &std::path::Path,
     args: &SinkArgs,
+    drain: Duration,
     shutdown: &CancellationToken,
 ) -> JoinSet<thingtotal_common::Result<()>> {
     let mut set = JoinSet::new();
@@ -166,6 +168,7 @@ pub fn spawn(
                 root.into(),
                 rollover,
                 group,
+                Drain::new(drain),
                 shutdown.clone(),
             ));
         }
@@ -190,6 +193,7 @@ pub fn spawn(
                 group,
                 args.influx_batch_max,
                 Duration::from_millis(args.influx_batch_linger_ms),
+                Drain::new(drain),
                 shutdown.clone(),
             ));
         }

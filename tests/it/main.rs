@@ -9,4 +9,5 @@ mod ingest;
 mod log_conformance;
 mod registry;
 mod sink;
+mod up;
 mod validator;

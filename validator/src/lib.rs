@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 
 use clap::Args;
 use thingtotal_common::config::LogArgs;
-use thingtotal_common::log::{positions_after, GroupConsumer, GroupOptions, Log};
+use thingtotal_common::log::{positions_after, Drain, GroupConsumer, GroupOptions, Log};
 use thingtotal_common::problem;
 use thingtotal_common::runtime::Runtime;
 use thingtotal_common::stream::{StreamId, StreamRecord};
@@ -101,14 +101,20 @@ pub async fn run_on(config: Config, log: Log, shutdown: CancellationToken) -> Re
     let http_shutdown = CancellationToken::new();
     let (_, server) =
         http::spawn_server("validator", config.http_addr, routes, http_shutdown.clone()).await?;
-    let result = consume(rt, &config.worker, shutdown).await;
+    let result = consume(rt, &config.worker, Drain::new(Duration::ZERO), shutdown).await;
     http_shutdown.cancel();
     let _ = server.await;
     result
 }
 
-/// Consumes `entries.raw` until `shutdown`; the batch in flight is finished and committed first.
-pub async fn consume(rt: Runtime, args: &ValidatorArgs, shutdown: CancellationToken) -> Result<()> {
+/// Consumes `entries.raw` until `shutdown`; the batch in flight is finished and committed first,
+/// and with a `drain` limit, everything in the topic.
+pub async fn consume(
+    rt: Runtime,
+    args: &ValidatorArgs,
+    mut drain: Drain,
+    shutdown: CancellationToken,
+) -> Result<()> {
     let instance_id = args
         .instance_id
         .clone()
@@ -131,10 +137,9 @@ pub async fn consume(rt: Runtime, args: &ValidatorArgs, shutdown: CancellationTo
     let linger = Duration::from_millis(args.batch_linger_ms);
     let mut last_maintenance = Instant::now();
     loop {
-        let polled = tokio::select! {
-            _ = shutdown.cancelled() => break,
-            b = consumer.poll(args.batch_max, linger) => b,
-        };
+        // Never cancelled half-way: a dropped poll would lose the records it had fetched. The
+        // linger bounds how long a shutdown waits for it.
+        let polled = consumer.poll(args.batch_max, linger).await;
         let batch = match polled {
             Ok(b) => b,
             Err(e) => {
@@ -148,6 +153,12 @@ pub async fn consume(rt: Runtime, args: &ValidatorArgs, shutdown: CancellationTo
             maintain(&rt, &consumer, &schemas).await;
         }
         if batch.is_empty() {
+            if drain
+                .done(&shutdown, &consumer, &rt.log, &rt.topics.raw, true)
+                .await
+            {
+                break;
+            }
             continue;
         }
         if let Err(e) = process(&rt, &mut consumer, &schemas, batch).await {
@@ -156,6 +167,12 @@ pub async fn consume(rt: Runtime, args: &ValidatorArgs, shutdown: CancellationTo
                 warn!(error = %e, "rewind failed");
             }
             tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+        if drain
+            .done(&shutdown, &consumer, &rt.log, &rt.topics.raw, false)
+            .await
+        {
+            break;
         }
     }
     info!("validator stopped");

@@ -150,6 +150,9 @@ impl Reader {
 impl GroupConsumer {
     /// Up to `max` records from the assigned partitions, waiting at most `linger` to fill the
     /// batch. A batch may be empty. Within a partition, records come in offset order.
+    ///
+    /// Not cancel-safe: a poll dropped half-way loses the records it had fetched (until the next
+    /// rewind), so loops let it finish; `linger` bounds the wait.
     pub async fn poll(&mut self, max: usize, linger: Duration) -> Result<Vec<Consumed>> {
         match self {
             GroupConsumer::Kafka(g) => g.poll(max, linger).await,
@@ -205,5 +208,60 @@ impl GroupConsumer {
             GroupConsumer::Kafka(g) => g.committed(topic).await,
             GroupConsumer::Embedded(g) => g.committed(topic),
         }
+    }
+}
+
+/// How a consumer stops: at once after its batch in flight, or once it has caught up with its
+/// topic (bounded by a time limit), so that `thingtotal up` can drain on Ctrl-C.
+#[derive(Debug, Clone)]
+pub struct Drain {
+    limit: Duration,
+    deadline: Option<tokio::time::Instant>,
+}
+
+impl Drain {
+    /// Drain for at most `limit` after shutdown; `Duration::ZERO` stops at once.
+    pub fn new(limit: Duration) -> Self {
+        Self {
+            limit,
+            deadline: None,
+        }
+    }
+
+    /// Whether a consumer loop should stop now: never before `shutdown`; after it, once the last
+    /// poll came back empty and the group has committed everything in `topic`, or the limit passed.
+    pub async fn done(
+        &mut self,
+        shutdown: &tokio_util::sync::CancellationToken,
+        consumer: &GroupConsumer,
+        log: &Log,
+        topic: &str,
+        polled_empty: bool,
+    ) -> bool {
+        if !shutdown.is_cancelled() {
+            return false;
+        }
+        self.expired(topic)
+            || (polled_empty && consumer.lag(log, topic).await.is_ok_and(|lag| lag == 0))
+    }
+
+    /// Whether the drain limit has passed (counting from the first call after shutdown).
+    pub fn expired(&mut self, topic: &str) -> bool {
+        let deadline = *self
+            .deadline
+            .get_or_insert_with(|| tokio::time::Instant::now() + self.limit);
+        let expired = tokio::time::Instant::now() >= deadline;
+        if expired && !self.limit.is_zero() {
+            tracing::warn!(
+                topic,
+                "stopping before the topic was drained: the drain limit passed"
+            );
+        }
+        expired
+    }
+
+    /// Whether shutdown has begun and the loop is draining rather than waiting for new records.
+    pub fn draining(&self) -> bool {
+        self.deadline.is_some()
     }
 }

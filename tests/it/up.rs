@@ -1,0 +1,273 @@
+//! `thingtotal up` with no services: the real binary on its embedded log, the way a newcomer
+//! runs it.
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use reqwest::{Client, StatusCode};
+use serde_json::{json, Value};
+
+use crate::harness::{free_port, walk, ApiProcess};
+
+/// Starts `thingtotal up` on `data_dir`, with no Kafka and no InfluxDB.
+async fn start_up(data_dir: &Path) -> ApiProcess {
+    let port = free_port();
+    let child = Command::new(env!("CARGO_BIN_EXE_thingtotal"))
+        .args(["up", "--data-dir"])
+        .arg(data_dir)
+        .args(["--http-addr", &format!("127.0.0.1:{port}")])
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("start thingtotal up");
+    let up = ApiProcess {
+        child,
+        base: format!("http://127.0.0.1:{port}"),
+    };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while Client::new()
+        .get(format!("{}/health", up.base))
+        .send()
+        .await
+        .map(|r| r.status())
+        .ok()
+        != Some(StatusCode::OK)
+    {
+        assert!(
+            Instant::now() < deadline,
+            "thingtotal up did not become healthy"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    up
+}
+
+/// Sends SIGINT and waits for the process to exit by itself.
+fn interrupt(up: &mut ApiProcess) {
+    let status = Command::new("kill")
+        .args(["-INT", &up.child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        if let Some(status) = up.child.try_wait().unwrap() {
+            assert!(status.success(), "up exited with {status}");
+            return;
+        }
+        assert!(Instant::now() < deadline, "up did not stop after SIGINT");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Rows of the archive, through duckdb with Hive partitioning.
+fn archive_rows(dir: &Path, sql: &str) -> Value {
+    let python = std::env::var("THINGTOTAL_PYTHON")
+        .expect("THINGTOTAL_PYTHON names a Python with duckdb: scripts/test sets it up");
+    if !walk(dir)
+        .iter()
+        .any(|p| p.extension().is_some_and(|e| e == "parquet"))
+    {
+        return json!([["0"]]);
+    }
+    let script = format!(
+        "import duckdb, json\nduckdb.sql(\"create view archive as select * from read_parquet('{}/**/*.parquet', hive_partitioning=true)\")\nprint(json.dumps([[str(v) for v in r] for r in duckdb.sql({sql:?}).fetchall()]))",
+        dir.display()
+    );
+    let out = Command::new(python).arg("-c").arg(script).output().unwrap();
+    assert!(
+        out.status.success(),
+        "duckdb: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+async fn create(up: &ApiProcess, token: &str) -> (u64, String, String) {
+    let r = Client::new()
+        .post(format!("{}/api/streams", up.base))
+        .bearer_auth(token)
+        .json(&json!({"name": "greenhouse", "schema": {"type": "object", "properties": {
+            "temperature": {"type": "number"}, "humidity": {"type": "integer"}}, "required": ["temperature"]}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let v: Value = r.json().await.unwrap();
+    (
+        v["id"].as_u64().unwrap(),
+        v["write_key"].as_str().unwrap().into(),
+        v["read_key"].as_str().unwrap().into(),
+    )
+}
+
+async fn post(up: &ApiProcess, id: u64, key: &str, body: Value) -> Value {
+    let r = Client::new()
+        .post(format!("{}/api/streams/{id}/entries", up.base))
+        .header("x-api-key", key)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::ACCEPTED);
+    r.json().await.unwrap()
+}
+
+fn token(dir: &Path) -> String {
+    std::fs::read_to_string(dir.join("admin-token"))
+        .unwrap()
+        .trim()
+        .to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_quickstart_walkthrough_archives_the_valid_entries_and_ctrl_c_drains() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut up = start_up(dir.path()).await;
+    let token = token(dir.path());
+    let (id, key, _) = create(&up, &token).await;
+    post(
+        &up,
+        id,
+        &key,
+        json!([{"temperature": 21.5, "humidity": 40}, {"temperature": 22.0}]),
+    )
+    .await;
+    post(&up, id, &key, json!({"temperature": "warm"})).await; // valid JSON, invalid entry
+    let r = Client::new()
+        .get(format!(
+            "{}/update?api_key={key}&field1=23.5&field2=41",
+            up.base
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.text().await.unwrap(), "4");
+    let r = Client::new()
+        .get(format!("{}/update?api_key={key}&field2=41", up.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        r.text().await.unwrap(),
+        "5",
+        "accepted; the validator rejects it (no temperature)"
+    );
+    // Within about five seconds the valid entries are in the archive.
+    let archive = dir.path().join("archive");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while archive_rows(&archive, "select count(*) from archive") != json!([["3"]]) {
+        assert!(
+            Instant::now() < deadline,
+            "the archive did not fill in time"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let rows = archive_rows(
+        &archive,
+        "select seq, temperature, humidity from archive order by seq",
+    );
+    assert_eq!(
+        rows,
+        json!([
+            ["1", "21.5", "40"],
+            ["2", "22.0", "None"],
+            ["4", "23.5", "41"]
+        ])
+    );
+    // Ctrl-C after a burst: everything acknowledged is archived before the process exits.
+    let burst: Vec<Value> = (0..2000).map(|i| json!({"temperature": i})).collect();
+    post(&up, id, &key, json!(burst)).await;
+    interrupt(&mut up);
+    assert_eq!(
+        archive_rows(
+            &archive,
+            "select count(*), count(distinct entry_id) from archive"
+        ),
+        json!([["2003", "2003"]])
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_keeps_streams_keys_and_every_entry_exactly_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let archive = dir.path().join("archive");
+    let mut up = start_up(dir.path()).await;
+    let token = token(dir.path());
+    let (id, key, read_key) = create(&up, &token).await;
+    let n = 3000;
+    let entries: Vec<Value> = (0..n).map(|i| json!({"temperature": i})).collect();
+    post(&up, id, &key, json!(entries)).await;
+    interrupt(&mut up);
+    assert_eq!(
+        archive_rows(&archive, "select count(*) from archive"),
+        json!([[n.to_string()]])
+    );
+    // SIGINT, then up again: the stream and its keys are still there.
+    let mut up = start_up(dir.path()).await;
+    let r = Client::new()
+        .get(format!("{}/api/streams", up.base))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK, "the admin token is reused");
+    let r = Client::new()
+        .get(format!("{}/api/streams/{id}", up.base))
+        .bearer_auth(&read_key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let more: Vec<Value> = (0..n).map(|i| json!({"temperature": i})).collect();
+    let accepted = post(&up, id, &key, json!(more)).await;
+    assert_eq!(accepted["seq"][0], n + 1, "seq goes on where it stopped");
+    // kill -9 straight after the 202.
+    let files_before: Vec<(std::path::PathBuf, std::time::SystemTime, u64)> = walk(&archive)
+        .into_iter()
+        .map(|p| {
+            let m = std::fs::metadata(&p).unwrap();
+            (p, m.modified().unwrap(), m.len())
+        })
+        .collect();
+    up.child.kill().unwrap();
+    up.child.wait().unwrap();
+    drop(up);
+    let _up = start_up(dir.path()).await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while archive_rows(&archive, "select count(*) from archive") != json!([[(2 * n).to_string()]]) {
+        assert!(
+            Instant::now() < deadline,
+            "{} rows",
+            archive_rows(&archive, "select count(*) from archive")
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    assert_eq!(
+        archive_rows(
+            &archive,
+            "select count(*), count(distinct entry_id), min(seq), max(seq) from archive"
+        ),
+        json!([[
+            (2 * n).to_string(),
+            (2 * n).to_string(),
+            "1",
+            (2 * n).to_string()
+        ]]),
+        "every entry exactly once"
+    );
+    for (path, modified, len) in files_before {
+        let m = std::fs::metadata(&path).unwrap();
+        assert_eq!(
+            (m.modified().unwrap(), m.len()),
+            (modified, len),
+            "{} was rewritten",
+            path.display()
+        );
+    }
+}
