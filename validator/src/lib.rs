@@ -55,7 +55,7 @@ pub struct ValidatorArgs {
     /// Consumer group of the validators [default: <topic-prefix>-validator, so
     /// `thingtotal-validator`].
     #[arg(long, env = "THINGTOTAL_VALIDATOR_GROUP")]
-    pub group: Option<String>,
+    pub validator_group: Option<String>,
     /// A name for this instance that stays the same across its restarts (Kafka
     /// `transactional.id` suffix), so that a restarted instance fences its predecessor's open
     /// transaction at once. Default: random per process; a crashed instance's open transaction
@@ -64,14 +64,14 @@ pub struct ValidatorArgs {
     pub instance_id: Option<String>,
     /// Most entries in one batch (one transaction).
     #[arg(long, env = "THINGTOTAL_VALIDATOR_BATCH_MAX", default_value_t = 5000)]
-    pub batch_max: usize,
+    pub validator_batch_max: usize,
     /// Longest wait to fill a batch, in milliseconds.
     #[arg(
         long,
         env = "THINGTOTAL_VALIDATOR_BATCH_LINGER_MS",
         default_value_t = 20
     )]
-    pub batch_linger_ms: u64,
+    pub validator_batch_linger_ms: u64,
 }
 
 /// The validator's errors.
@@ -120,7 +120,7 @@ pub async fn consume(
         .clone()
         .unwrap_or_else(|| uuid::Uuid::now_v7().simple().to_string());
     let group = args
-        .group
+        .validator_group
         .clone()
         .unwrap_or_else(|| rt.topics.group("validator"));
     let mut consumer = rt
@@ -134,12 +134,12 @@ pub async fn consume(
         .await?;
     info!(%group, "validator consuming");
     let schemas = Arc::new(Schemas::default());
-    let linger = Duration::from_millis(args.batch_linger_ms);
+    let linger = Duration::from_millis(args.validator_batch_linger_ms);
     let mut last_maintenance = Instant::now();
     loop {
         // Never cancelled half-way: a dropped poll would lose the records it had fetched. The
         // linger bounds how long a shutdown waits for it.
-        let polled = consumer.poll(args.batch_max, linger).await;
+        let polled = consumer.poll(args.validator_batch_max, linger).await;
         let batch = match polled {
             Ok(b) => b,
             Err(e) => {
