@@ -174,7 +174,13 @@ impl Registry {
 
     /// Waits until every record that is in the topic now has been applied.
     pub async fn caught_up(&self, timeout: Duration) -> Result<()> {
-        let end = self.log.end_offsets(&self.topic).await?[0];
+        let end = self
+            .log
+            .end_offsets(&self.topic)
+            .await?
+            .first()
+            .copied()
+            .unwrap_or(0);
         self.applied_through(end - 1, timeout).await
     }
 

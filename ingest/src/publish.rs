@@ -87,22 +87,30 @@ impl Ingest {
         source: &'static str,
     ) -> Result<Accepted, Refused> {
         let received_at = Utc::now();
-        let stamp = Bytes::from(format_time(received_at));
         let key = stream.key();
         let source = Bytes::from_static(source.as_bytes());
         let entry_ids: Vec<Uuid> = entries.iter().map(|_| Uuid::now_v7()).collect();
+        // Each entry of a request is received one microsecond after the one before it, so that
+        // entries without a time of their own keep distinct times (InfluxDB keys points by time).
         let records: Vec<Record> = entries
             .into_iter()
             .zip(&entry_ids)
-            .map(|(value, id)| Record {
-                key: Some(key.clone()),
-                value: Some(value),
-                headers: vec![
-                    (envelope::ENTRY_ID.to_owned(), Bytes::from(id.to_string())),
-                    (envelope::RECEIVED_AT.to_owned(), stamp.clone()),
-                    (envelope::SOURCE.to_owned(), source.clone()),
-                ],
-                timestamp_ms: Some(received_at.timestamp_millis()),
+            .enumerate()
+            .map(|(i, (value, id))| {
+                let at = received_at + chrono::Duration::microseconds(i as i64);
+                Record {
+                    key: Some(key.clone()),
+                    value: Some(value),
+                    headers: vec![
+                        (envelope::ENTRY_ID.to_owned(), Bytes::from(id.to_string())),
+                        (
+                            envelope::RECEIVED_AT.to_owned(),
+                            Bytes::from(format_time(at)),
+                        ),
+                        (envelope::SOURCE.to_owned(), source.clone()),
+                    ],
+                    timestamp_ms: Some(at.timestamp_millis()),
+                }
             })
             .collect();
         let n = records.len();

@@ -97,7 +97,14 @@ fn recover(root: &Path, topic: &str) -> Result<Archived> {
             for f in std::fs::read_dir(d.path())?.flatten() {
                 let name = f.file_name().to_string_lossy().into_owned();
                 if name.ends_with(".tmp") {
-                    let _ = std::fs::remove_file(f.path());
+                    // Left by a crash; a live writer's temporary file is seconds old.
+                    let stale = f
+                        .metadata()
+                        .and_then(|m| m.modified())
+                        .is_ok_and(|t| t.elapsed().is_ok_and(|age| age > Duration::from_secs(600)));
+                    if stale {
+                        let _ = std::fs::remove_file(f.path());
+                    }
                     continue;
                 }
                 let Some(rest) = name
@@ -112,8 +119,17 @@ fn recover(root: &Path, topic: &str) -> Result<Archived> {
                 let Ok(partition) = partition.parse::<i32>() else {
                     continue;
                 };
-                let reader = SerializedFileReader::new(std::fs::File::open(f.path())?)
-                    .map_err(|e| Error::Storage(format!("{}: {e}", f.path().display())))?;
+                let reader = match std::fs::File::open(f.path())
+                    .map_err(|e| e.to_string())
+                    .and_then(|file| SerializedFileReader::new(file).map_err(|e| e.to_string()))
+                {
+                    Ok(r) => r,
+                    Err(e) => {
+                        // Not ours to judge: skip it rather than refuse to start.
+                        warn!(path = %f.path().display(), error = %e, "skipping an unreadable archive file");
+                        continue;
+                    }
+                };
                 let kv = reader
                     .metadata()
                     .file_metadata()
@@ -404,7 +420,26 @@ pub(crate) async fn run(
     let linger = (a.rollover.age / 4).min(Duration::from_secs(1));
     let mut last_lag = Instant::now();
     let mut stopping = false;
+    let mut needs_reread = false;
+    let mut empty_polls = 0u32;
     loop {
+        if needs_reread {
+            let (root, topic) = (a.root.clone(), rt.topics.valid.clone());
+            match tokio::task::spawn_blocking(move || recover(&root, &topic)).await {
+                Ok(Ok(archived)) => {
+                    a.archived = archived;
+                    needs_reread = false;
+                }
+                _ => {
+                    warn!("rereading the archive after a rebalance failed; retrying");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    if shutdown.is_cancelled() {
+                        break;
+                    }
+                    continue;
+                }
+            }
+        }
         // Never cancelled half-way: a dropped poll would lose the records it had fetched.
         let wait = if shutdown.is_cancelled() {
             Duration::from_millis(100)
@@ -419,6 +454,21 @@ pub(crate) async fn run(
                 Vec::new()
             }
         };
+        // After a rebalance the fetch positions no longer match what this member holds: a
+        // partition may have been taken away, or taken and given back, in the same poll. Drop
+        // what was polled and held, start over from the committed positions, and reread what
+        // every member has archived before writing anything.
+        let changes = consumer.take_rebalances();
+        if !changes.revoked.is_empty() || !changes.assigned.is_empty() {
+            a.open.clear();
+            a.seen.clear();
+            a.committed.clear();
+            needs_reread = true;
+            if consumer.rewind_until_done(&shutdown).await.is_err() {
+                break;
+            }
+            continue;
+        }
         let polled_empty = batch.is_empty();
         let result: Result<()> = async {
             for c in &batch {
@@ -428,9 +478,10 @@ pub(crate) async fn run(
                 }
             }
             // Stopping writes every open file, once caught up or when the drain limit passes.
+            empty_polls = if polled_empty { empty_polls + 1 } else { 0 };
             let stop = shutdown.is_cancelled()
                 && (drain.expired(&rt.topics.valid)
-                    || (polled_empty && a.caught_up(&consumer).await));
+                    || (polled_empty && (empty_polls >= 3 || a.caught_up(&consumer).await)));
             if stop {
                 stopping = true;
             }
@@ -452,11 +503,10 @@ pub(crate) async fn run(
             a.open.clear();
             a.seen.clear();
             a.committed.clear();
-            let _ = consumer.rewind().await;
-            tokio::time::sleep(Duration::from_secs(1)).await;
-            if shutdown.is_cancelled() {
+            if consumer.rewind_until_done(&shutdown).await.is_err() || shutdown.is_cancelled() {
                 break;
             }
+            tokio::time::sleep(Duration::from_secs(1)).await;
             continue;
         }
         if stopping {

@@ -44,7 +44,9 @@ pub struct InfluxTarget {
 enum WriteError {
     /// 4xx: InfluxDB refused (some of) the points; retrying the same points will not help.
     Rejected(String),
-    /// 5xx or network: retry.
+    /// 413: the batch is too large; halves will pass.
+    TooLarge(String),
+    /// 5xx, network, credentials or a missing bucket: retry.
     Retry(String),
 }
 
@@ -88,10 +90,14 @@ impl Writer {
             return Ok(());
         }
         let text = resp.text().await.unwrap_or_default();
-        if status.is_client_error() && status.as_u16() != 429 && status.as_u16() != 408 {
-            Err(WriteError::Rejected(format!("{status}: {text}")))
-        } else {
-            Err(WriteError::Retry(format!("{status}: {text}")))
+        match status.as_u16() {
+            // The points themselves: a type conflict, a partial write, a bad point.
+            400 | 422 => Err(WriteError::Rejected(format!("{status}: {text}"))),
+            // Too large for this server: smaller writes will pass.
+            413 => Err(WriteError::TooLarge(format!("{status}: {text}"))),
+            // Credentials, a missing bucket, rate limits and server errors are not the points'
+            // fault: retry until the operator fixes them, and never dead-letter good points.
+            _ => Err(WriteError::Retry(format!("{status}: {text}"))),
         }
     }
 
@@ -121,16 +127,16 @@ impl Writer {
                         .increment((to - from) as u64);
                     backoff = Duration::from_millis(100);
                 }
-                Err(WriteError::Rejected(message)) if to - from == 1 => {
-                    rejected.push((from, message));
-                }
-                Err(WriteError::Rejected(message)) => {
+                Err(WriteError::Rejected(message) | WriteError::TooLarge(message))
+                    if to - from > 1 =>
+                {
                     warn!(points = to - from, %message, "InfluxDB rejected a batch; bisecting");
                     let mid = from + (to - from) / 2;
                     todo.push((mid, to));
                     todo.push((from, mid));
                 }
-                Err(WriteError::Retry(message)) => {
+                Err(WriteError::Rejected(message)) => rejected.push((from, message)),
+                Err(WriteError::Retry(message) | WriteError::TooLarge(message)) => {
                     metrics::counter!("thingtotal_sink_influx_retries_total").increment(1);
                     warn!(%message, retry_in = ?backoff, "InfluxDB write failed; retrying");
                     tokio::select! {
@@ -149,8 +155,33 @@ impl Writer {
 /// The point time: the entry's `ts` (microseconds) plus `seq mod 1000` nanoseconds. Entries of one
 /// request share their receive time, and points with the same series and time overwrite each
 /// other, so the nanoseconds keep such entries apart; `seq` makes it the same on every replay.
-pub(crate) fn point_time(entry: &ValidEntry) -> i64 {
-    entry.ts.timestamp_micros() * 1000 + (entry.seq % 1000) as i64
+/// `None` outside what InfluxDB can store (years 1677 to 2262).
+pub(crate) fn point_time(entry: &ValidEntry) -> Option<i64> {
+    entry
+        .ts
+        .timestamp_micros()
+        .checked_mul(1000)?
+        .checked_add((entry.seq % 1000) as i64)
+}
+
+/// The layout of the stream version an entry was validated against. The registry holds the
+/// current version; if it is behind the entry's, it is given time to catch up. A layout is only
+/// built from the version it is cached under.
+async fn layout_for(rt: &Runtime, entry: &ValidEntry) -> thingtotal_common::Result<Option<Layout>> {
+    let timeout = Duration::from_secs(5);
+    let Some(mut stream) = rt.registry.lookup(entry.stream_id, timeout).await? else {
+        return Ok(None);
+    };
+    if stream.version < entry.stream_version {
+        rt.registry.caught_up(timeout).await?;
+        match rt.registry.get(entry.stream_id) {
+            Some(s) => stream = s,
+            None => return Ok(None),
+        }
+    }
+    // A newer version (the entry was validated before a change) keeps the field types of the
+    // current schema: a field never changes type in InfluxDB, whatever the entry's version.
+    Ok(Some(Layout::of(&stream)))
 }
 
 /// Parsed `entries.valid` records: the envelope, or why it could not be read.
@@ -224,6 +255,9 @@ pub(crate) async fn run(
             linger
         };
         let polled = consumer.poll(batch_max, wait).await;
+        // Points are idempotent and a commit of a lost partition fails into a rewind: nothing
+        // else to do on a rebalance.
+        let _ = consumer.take_rebalances();
         let batch = match polled {
             Ok(b) if b.is_empty() => {
                 if drain
@@ -245,6 +279,7 @@ pub(crate) async fn run(
         let mut lines = Vec::with_capacity(batch.len());
         let mut line_of = Vec::with_capacity(batch.len());
         let mut dead = Vec::new();
+        let mut lookup_failed = None;
         for (i, c) in batch.iter().enumerate() {
             let entry = match parse(c) {
                 Ok(e) => e,
@@ -255,28 +290,35 @@ pub(crate) async fn run(
             };
             let layout = match layouts.get(&(entry.stream_id, entry.stream_version)) {
                 Some(l) => l.clone(),
-                None => {
-                    // The version the entry was validated against decides the field types; the
-                    // registry holds the current one, which is what a new point is written with.
-                    let Some(stream) = rt
-                        .registry
-                        .lookup(entry.stream_id, Duration::from_secs(5))
-                        .await?
-                    else {
+                None => match layout_for(&rt, &entry).await {
+                    Ok(Some(l)) => {
+                        let l = Arc::new(l);
+                        layouts.insert((entry.stream_id, entry.stream_version), l.clone());
+                        l
+                    }
+                    Ok(None) => {
                         dead.push(dead_letter(
                             c,
                             "the stream was deleted before its entry reached InfluxDB",
                             Some(entry.stream_version),
                         ));
                         continue;
-                    };
-                    let l = Arc::new(Layout::of(&stream));
-                    layouts.insert((entry.stream_id, entry.stream_version), l.clone());
-                    l
-                }
+                    }
+                    Err(e) => {
+                        lookup_failed = Some(e);
+                        break;
+                    }
+                },
             };
             let start = body.len();
-            let ts_ns = point_time(&entry);
+            let Some(ts_ns) = point_time(&entry) else {
+                dead.push(dead_letter(
+                    c,
+                    &format!("ts {} is outside InfluxDB's time range", entry.ts),
+                    Some(entry.stream_version),
+                ));
+                continue;
+            };
             layout.write(
                 &mut body,
                 &entry.data,
@@ -286,6 +328,15 @@ pub(crate) async fn run(
             );
             lines.push(start..body.len());
             line_of.push(i);
+        }
+        if let Some(e) = lookup_failed {
+            // The registry did not answer: nothing of this batch is written or committed.
+            warn!(error = %e, "looking up a stream failed; the batch will be read again");
+            if consumer.rewind_until_done(&shutdown).await.is_err() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            continue;
         }
         let Ok(rejected) = writer.write(&body, &lines, &shutdown).await else {
             // Shut down mid-retry: nothing is committed, so the batch is written again next time.
@@ -300,14 +351,18 @@ pub(crate) async fn run(
             metrics::counter!("thingtotal_sink_influx_rejected_total").increment(dead.len() as u64);
             if let Err(e) = rt.log.append(&rt.topics.dlq, dead).await {
                 warn!(error = %e, "writing dead letters failed; the batch will be written again");
-                let _ = consumer.rewind().await;
+                if consumer.rewind_until_done(&shutdown).await.is_err() {
+                    break;
+                }
                 continue;
             }
         }
         if let Err(e) = consumer.commit(&positions_after(&batch)).await {
             // Points are idempotent: the rewound batch rewrites the same points.
             warn!(error = %e, "commit failed; rewinding");
-            let _ = consumer.rewind().await;
+            if consumer.rewind_until_done(&shutdown).await.is_err() {
+                break;
+            }
         }
         if drain
             .done(&shutdown, &consumer, &rt.log, &rt.topics.valid, false)

@@ -352,3 +352,62 @@ async fn kill_9_of_the_sink_mid_run_leaves_exactly_n_points_and_n_rows() {
         assert_eq!(count(&db, &s.to_string()).await, per_stream as i64);
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_archivers_share_the_partitions_and_one_dying_loses_and_duplicates_nothing() {
+    let prefix = random_prefix("sink-pair");
+    let archive = tempfile::tempdir().unwrap();
+    let api = start_api(&prefix).await;
+    let definition = json!({"name": "p", "schema": {"type": "object", "properties": {
+        "t": {"type": "number"}, "n": {"type": "integer"}, "label": {"type": "string"}}}});
+    let mut streams = Vec::new();
+    for _ in 0..6 {
+        streams.push(stream(&api, definition.clone()).await.0);
+    }
+    let root = archive.path().to_string_lossy().into_owned();
+    let env = [
+        ("THINGTOTAL_ARCHIVE", root.as_str()),
+        ("THINGTOTAL_ARCHIVE_MAX_ROWS", "2000"),
+        ("THINGTOTAL_ARCHIVE_MAX_AGE_SECS", "1"),
+    ];
+    let mut first = start_part("sink", &prefix, &env).await;
+    let _second = start_part("sink", &prefix, &env).await;
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let per_stream = 5_000;
+    feed_valid(&prefix, &streams, 0, per_stream).await;
+    let files = || {
+        walk(archive.path())
+            .into_iter()
+            .filter(|p| p.extension().is_some_and(|e| e == "parquet"))
+            .count()
+    };
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+    while files() < 2 {
+        assert!(tokio::time::Instant::now() < deadline, "no archive files");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // One member dies; the other takes over its partitions after the rebalance.
+    first.child.kill().unwrap();
+    first.child.wait().unwrap();
+    drop(first);
+    feed_valid(&prefix, &streams, per_stream, per_stream).await;
+    let total = (2 * per_stream * streams.len()).to_string();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(300);
+    loop {
+        let rows = duckdb(archive.path(), "select count(*) from archive");
+        if rows[0][0].as_str() == Some(total.as_str()) {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{rows} rows of {total}"
+        );
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let rows = duckdb(
+        archive.path(),
+        "select count(*), count(distinct entry_id) from archive",
+    );
+    assert_eq!(rows[0], json!([total, total]), "no row twice");
+}

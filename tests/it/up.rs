@@ -271,3 +271,73 @@ async fn a_restart_keeps_streams_keys_and_every_entry_exactly_once() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_same_walkthrough_runs_on_real_kafka_and_influxdb() {
+    let prefix = crate::harness::random_prefix("up-kafka");
+    let (db, bucket) = crate::harness::influx_database("up").await;
+    let archive = tempfile::tempdir().unwrap();
+    let root = archive.path().to_string_lossy().into_owned();
+    let url = crate::harness::services().influx_url.clone();
+    let up = crate::harness::start_part(
+        "up",
+        &prefix,
+        &[
+            ("THINGTOTAL_INFLUX_URL", url.as_str()),
+            ("THINGTOTAL_INFLUX_BUCKET", bucket.as_str()),
+            ("THINGTOTAL_ARCHIVE", root.as_str()),
+            ("THINGTOTAL_INFLUX_BATCH_LINGER_MS", "200"),
+        ],
+    )
+    .await;
+    let (id, key, _) = create(&up, crate::harness::ADMIN).await;
+    post(
+        &up,
+        id,
+        &key,
+        json!([{"temperature": 21.5, "humidity": 40}, {"temperature": "warm"}]),
+    )
+    .await;
+    let r = Client::new()
+        .get(format!(
+            "{}/update?api_key={key}&field1=23.5&field2=41",
+            up.base
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.text().await.unwrap(), "3");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let points = crate::harness::count(&db, &id.to_string()).await;
+        let rows = archive_rows(archive.path(), "select count(*) from archive");
+        if points == 2 && rows == json!([["2"]]) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{points} points, {rows} rows");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let v = crate::harness::influxql(
+        &db,
+        &format!("SELECT temperature, humidity FROM \"{id}\" ORDER BY time"),
+    )
+    .await;
+    assert_eq!(
+        v["results"][0]["series"][0]["values"][1][1].as_f64(),
+        Some(23.5)
+    );
+    assert_eq!(v["results"][0]["series"][0]["values"][1][2], json!(41));
+    // The invalid entry is on the dead-letter topic.
+    let dlq = thingtotal_common::topics::Topics::new(&prefix).dlq;
+    let log = crate::harness::kafka();
+    let mut dead = Vec::new();
+    for p in 0..log.end_offsets(&dlq).await.unwrap().len() {
+        let mut r = log.reader(&dlq, p as i32, 0).await.unwrap();
+        dead.extend(r.read(10, Duration::from_millis(300)).await.unwrap());
+    }
+    assert_eq!(dead.len(), 1);
+    assert_eq!(
+        dead[0].value.as_deref(),
+        Some(&b"{\"temperature\":\"warm\"}"[..])
+    );
+}

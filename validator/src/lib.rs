@@ -140,6 +140,8 @@ pub async fn consume(
         // Never cancelled half-way: a dropped poll would lose the records it had fetched. The
         // linger bounds how long a shutdown waits for it.
         let polled = consumer.poll(args.validator_batch_max, linger).await;
+        // Transactions are fenced by the group's generation: nothing to do on a rebalance.
+        let _ = consumer.take_rebalances();
         let batch = match polled {
             Ok(b) => b,
             Err(e) => {
@@ -163,8 +165,8 @@ pub async fn consume(
         }
         if let Err(e) = process(&rt, &mut consumer, &schemas, batch).await {
             warn!(error = %e, "batch failed; rewinding to the committed positions");
-            if let Err(e) = consumer.rewind().await {
-                warn!(error = %e, "rewind failed");
+            if consumer.rewind_until_done(&shutdown).await.is_err() {
+                break;
             }
             tokio::time::sleep(Duration::from_millis(500)).await;
         }

@@ -326,11 +326,10 @@ impl EmbeddedReader {
                 self.position = last.offset + 1;
                 return Ok(batch);
             }
-            if tokio::time::timeout_at(deadline, commits.changed())
-                .await
-                .is_err()
-            {
-                return Ok(Vec::new());
+            match tokio::time::timeout_at(deadline, commits.changed()).await {
+                Err(_) => return Ok(Vec::new()),
+                Ok(Err(_)) => return Err(Error::Closed),
+                Ok(Ok(())) => {}
             }
         }
     }
@@ -364,6 +363,17 @@ impl EmbeddedGroup {
                 .into_iter()
                 .collect();
             p.sort();
+            // Record the group's positions, so that retention keeps what it has not read yet
+            // even before its first commit.
+            let offsets: Vec<TopicPartitionOffset> = p
+                .iter()
+                .map(|((topic, partition), offset)| TopicPartitionOffset {
+                    topic: topic.clone(),
+                    partition: *partition,
+                    offset: *offset,
+                })
+                .collect();
+            self.commit(&offsets).await?;
             self.positions = Some(p);
         }
         let deadline = tokio::time::Instant::now() + linger;
@@ -379,10 +389,18 @@ impl EmbeddedGroup {
                     break;
                 }
                 let ((topic, partition), position) = &mut positions[(self.next_start + i) % n];
-                let batch = self
+                let batch = match self
                     .log
                     .fetch(topic, *partition, *position, max - out.len())
-                    .await?;
+                    .await
+                {
+                    Ok(b) => b,
+                    Err(e) => {
+                        // Positions moved past records that are not returned: reload them.
+                        self.positions = None;
+                        return Err(e);
+                    }
+                };
                 if let Some(last) = batch.last() {
                     *position = last.offset + 1;
                 }
@@ -392,11 +410,10 @@ impl EmbeddedGroup {
             if out.len() >= max {
                 return Ok(out);
             }
-            if tokio::time::timeout_at(deadline, commits.changed())
-                .await
-                .is_err()
-            {
-                return Ok(out);
+            match tokio::time::timeout_at(deadline, commits.changed()).await {
+                Err(_) => return Ok(out),
+                Ok(Err(_)) => return Err(Error::Closed),
+                Ok(Ok(())) => {}
             }
         }
     }
@@ -776,7 +793,8 @@ fn decode(topic: &str, partition: i32, offset: i64, mut b: &[u8]) -> Result<Cons
         return Err(corrupt());
     }
     let n = b.get_u32_le() as usize;
-    let mut headers = Vec::with_capacity(n);
+    // A header takes at least 8 bytes: a corrupt count cannot reserve more than the record holds.
+    let mut headers = Vec::with_capacity(n.min(b.len() / 8));
     for _ in 0..n {
         if b.len() < 4 {
             return Err(corrupt());

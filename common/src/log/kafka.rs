@@ -344,8 +344,10 @@ impl KafkaLog {
             .set("enable.partition.eof", "false")
             .set("isolation.level", "read_committed")
             .set("auto.offset.reset", "earliest");
+        let changes = Arc::new(std::sync::Mutex::new(super::Rebalances::default()));
         let consumer: StreamConsumer<GroupContext> = cfg.create_with_context(GroupContext {
             group: options.group.clone(),
+            changes: changes.clone(),
         })?;
         let topics: Vec<&str> = options.topics.iter().map(String::as_str).collect();
         consumer.subscribe(&topics)?;
@@ -356,6 +358,7 @@ impl KafkaLog {
         };
         Ok(KafkaGroup {
             consumer: Arc::new(consumer),
+            changes,
             txn,
             options,
             log: self.clone(),
@@ -495,9 +498,11 @@ impl KafkaReader {
     }
 }
 
-/// Logs a group member's assignments as they change.
+/// Logs a group member's assignments as they change, and keeps what changed for the member's
+/// owner to act on ([`GroupConsumer::take_rebalances`](super::GroupConsumer::take_rebalances)).
 struct GroupContext {
     group: String,
+    changes: Arc<std::sync::Mutex<super::Rebalances>>,
 }
 
 impl ClientContext for GroupContext {}
@@ -513,10 +518,22 @@ impl ConsumerContext for GroupContext {
         };
         match rebalance {
             Rebalance::Assign(tpl) => {
-                info!(group = %self.group, partitions = %partitions(tpl), "partitions assigned")
+                info!(group = %self.group, partitions = %partitions(tpl), "partitions assigned");
+                let mut c = self.changes.lock().expect("rebalance lock");
+                c.assigned.extend(
+                    tpl.elements()
+                        .iter()
+                        .map(|e| (e.topic().to_owned(), e.partition())),
+                );
             }
             Rebalance::Revoke(tpl) => {
-                info!(group = %self.group, partitions = %partitions(tpl), "partitions revoked")
+                info!(group = %self.group, partitions = %partitions(tpl), "partitions revoked");
+                let mut c = self.changes.lock().expect("rebalance lock");
+                c.revoked.extend(
+                    tpl.elements()
+                        .iter()
+                        .map(|e| (e.topic().to_owned(), e.partition())),
+                );
             }
             Rebalance::Error(e) => warn!(group = %self.group, error = %e, "rebalance failed"),
         }
@@ -526,6 +543,7 @@ impl ConsumerContext for GroupContext {
 /// A member of a Kafka consumer group.
 pub struct KafkaGroup {
     consumer: Arc<StreamConsumer<GroupContext>>,
+    changes: Arc<std::sync::Mutex<super::Rebalances>>,
     txn: Option<FutureProducer>,
     options: GroupOptions,
     log: KafkaLog,
@@ -549,6 +567,10 @@ fn tpl_of(offsets: &[TopicPartitionOffset]) -> Result<TopicPartitionList> {
 }
 
 impl KafkaGroup {
+    pub(super) fn take_rebalances(&self) -> super::Rebalances {
+        std::mem::take(&mut *self.changes.lock().expect("rebalance lock"))
+    }
+
     pub(super) async fn poll(&mut self, max: usize, linger: Duration) -> Result<Vec<Consumed>> {
         receive(&self.consumer, max, linger).await
     }
@@ -648,13 +670,27 @@ impl KafkaGroup {
             let committed = consumer.committed_offsets(assigned, timeout)?;
             let mut seek = TopicPartitionList::with_capacity(committed.count());
             for e in committed.elements() {
+                e.error()?;
                 let to = match e.offset() {
                     Offset::Offset(o) => Offset::Offset(o),
-                    _ => Offset::Beginning,
+                    // Never committed: where auto.offset.reset=earliest starts.
+                    Offset::Invalid => Offset::Beginning,
+                    other => {
+                        return Err(Error::Topic(
+                            e.topic().to_owned(),
+                            format!(
+                                "partition {}: unexpected committed offset {other:?}",
+                                e.partition()
+                            ),
+                        ))
+                    }
                 };
                 seek.add_partition_offset(e.topic(), e.partition(), to)?;
             }
-            consumer.seek_partitions(seek, timeout)?;
+            // Each partition's seek can fail on its own; every one must have moved.
+            for e in consumer.seek_partitions(seek, timeout)?.elements() {
+                e.error()?;
+            }
             Ok::<_, Error>(())
         })
         .await

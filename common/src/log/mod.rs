@@ -58,6 +58,15 @@ pub enum GroupConsumer {
     Embedded(EmbeddedGroup),
 }
 
+/// Partitions a group member gained or lost since it was last asked.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Rebalances {
+    /// (topic, partition) assigned to this member.
+    pub assigned: Vec<(String, i32)>,
+    /// (topic, partition) taken from this member.
+    pub revoked: Vec<(String, i32)>,
+}
+
 /// Reads one partition of one topic in order.
 #[derive(Debug)]
 pub enum Reader {
@@ -160,6 +169,17 @@ impl GroupConsumer {
         }
     }
 
+    /// The partitions assigned and revoked since the last call. A member that keeps state per
+    /// partition across batches (the archiver's open files) drops it for revoked partitions;
+    /// records of a revoked partition that were already polled must not be written either. The
+    /// embedded log's single member is never rebalanced.
+    pub fn take_rebalances(&self) -> Rebalances {
+        match self {
+            GroupConsumer::Kafka(g) => g.take_rebalances(),
+            GroupConsumer::Embedded(_) => Rebalances::default(),
+        }
+    }
+
     /// Commits positions (the next offset to read, per partition) for the group.
     pub async fn commit(&mut self, offsets: &[TopicPartitionOffset]) -> Result<()> {
         match self {
@@ -199,6 +219,27 @@ impl GroupConsumer {
             .zip(committed)
             .map(|(end, c)| (end - c.unwrap_or(0)).max(0))
             .sum())
+    }
+
+    /// Rewinds, retrying until it succeeds: polling on after a failed rewind would let the next
+    /// commit skip the records of the failed batch. Gives up only when `shutdown` is cancelled,
+    /// and then the caller must stop without committing.
+    pub async fn rewind_until_done(
+        &mut self,
+        shutdown: &tokio_util::sync::CancellationToken,
+    ) -> Result<()> {
+        let mut backoff = Duration::from_millis(200);
+        loop {
+            match self.rewind().await {
+                Ok(()) => return Ok(()),
+                Err(e) if shutdown.is_cancelled() => return Err(e),
+                Err(e) => {
+                    tracing::warn!(error = %e, retry_in = ?backoff, "rewind failed; retrying");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(10));
+                }
+            }
+        }
     }
 
     /// The group's committed position of each partition of `topic`, `None` where it never
