@@ -40,6 +40,9 @@ pub enum Command {
     Sink(thingtotal_sink::Config),
     /// Run the REST API on Kafka.
     Api(thingtotal_api::Config),
+    /// Merge the archive's small Parquet files into files of the target size. Safe to run
+    /// beside a running sink, and safe to interrupt: the next run finishes an interrupted merge.
+    Compact(crate::CompactConfig),
 }
 
 #[cfg(test)]

@@ -16,7 +16,44 @@ pub async fn run(command: Command, shutdown: CancellationToken) -> anyhow::Resul
         Command::Validator(c) => thingtotal_validator::run(c, shutdown).await?,
         Command::Sink(c) => thingtotal_sink::run(c, shutdown).await?,
         Command::Api(c) => thingtotal_api::run(c, shutdown).await?,
+        Command::Compact(c) => compact(c).await?,
     }
+    Ok(())
+}
+
+/// `thingtotal compact`'s configuration.
+#[derive(Debug, Clone, clap::Args)]
+pub struct CompactConfig {
+    /// Topic prefix and data directory.
+    #[command(flatten)]
+    pub log: thingtotal_common::config::LogArgs,
+    /// The archive.
+    #[command(flatten)]
+    pub archive: thingtotal_common::config::ArchiveArgs,
+    /// Rows per compacted file.
+    #[arg(
+        long,
+        env = "THINGTOTAL_COMPACT_TARGET_ROWS",
+        default_value_t = 1_000_000
+    )]
+    pub target_rows: i64,
+}
+
+async fn compact(c: CompactConfig) -> anyhow::Result<()> {
+    let root = c
+        .archive
+        .archive
+        .clone()
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| c.log.data_dir.join("archive"));
+    anyhow::ensure!(root.is_dir(), "no archive at {}", root.display());
+    let topic = c.log.topics().valid;
+    let target = c.target_rows.max(1);
+    let (before, after) = tokio::task::spawn_blocking(move || {
+        thingtotal_sink::compact::compact(&root, &topic, target)
+    })
+    .await??;
+    println!("compacted {before} files into {after}");
     Ok(())
 }
 

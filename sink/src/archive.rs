@@ -29,8 +29,8 @@ use tracing::{info, warn};
 
 use crate::columns::Columns;
 
-const FIRST_OFFSET: &str = "thingtotal.first_offset";
-const LAST_OFFSET: &str = "thingtotal.last_offset";
+pub(crate) const FIRST_OFFSET: &str = "thingtotal.first_offset";
+pub(crate) const LAST_OFFSET: &str = "thingtotal.last_offset";
 
 /// When files roll over.
 #[derive(Debug, Clone)]
@@ -64,7 +64,7 @@ struct OpenFile {
 /// between a file's first and last of that key is in that file.
 type Archived = HashMap<(i32, StreamId, NaiveDate), BTreeMap<i64, i64>>;
 
-fn file_name(topic: &str, partition: i32, first_offset: i64) -> String {
+pub(crate) fn file_name(topic: &str, partition: i32, first_offset: i64) -> String {
     format!("{topic}+{partition}+{first_offset:020}.parquet")
 }
 
@@ -160,39 +160,69 @@ fn is_archived(archived: &Archived, key: &FileKey, offset: i64) -> bool {
         .is_some_and(|(_, last)| offset <= *last)
 }
 
-/// Writes one file atomically: temporary name, fsync, rename, fsync of the directory.
-fn write_file(
-    path: &Path,
-    columns: &Columns,
-    rows: &[ValidEntry],
-    metadata: Vec<KeyValue>,
-) -> Result<()> {
+/// The temporary name a file is written under before it is renamed into place. It does not end
+/// in `.parquet`, so readers globbing the archive never see a half-written file.
+pub(crate) fn temporary(path: &Path, what: &str) -> PathBuf {
     let dir = path.parent().expect("archive files have a directory");
-    std::fs::create_dir_all(dir)?;
-    let tmp = dir.join(format!(
-        ".{}.tmp",
+    dir.join(format!(
+        ".{}.{what}.tmp",
         path.file_name().unwrap_or_default().to_string_lossy()
-    ));
-    let file = std::fs::File::create(&tmp)?;
+    ))
+}
+
+/// Writes `batches` as a zstd Parquet file at `tmp` and fsyncs it.
+pub(crate) fn write_synced(
+    tmp: &Path,
+    schema: arrow::datatypes::SchemaRef,
+    metadata: Vec<KeyValue>,
+    batches: impl Iterator<Item = Result<arrow::record_batch::RecordBatch>>,
+) -> Result<()> {
+    if let Some(dir) = tmp.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let file = std::fs::File::create(tmp)?;
     let props = WriterProperties::builder()
         .set_compression(Compression::ZSTD(ZstdLevel::default()))
         .set_max_row_group_row_count(Some(256 * 1024))
         .set_key_value_metadata(Some(metadata))
         .build();
     let storage = |e: parquet::errors::ParquetError| Error::Storage(e.to_string());
-    let mut writer = ArrowWriter::try_new(file, columns.schema(), Some(props)).map_err(storage)?;
-    for chunk in rows.chunks(256 * 1024) {
-        let batch = columns
-            .batch(chunk)
-            .map_err(|e| Error::Storage(e.to_string()))?;
-        writer.write(&batch).map_err(storage)?;
+    let mut writer = ArrowWriter::try_new(file, schema, Some(props)).map_err(storage)?;
+    for batch in batches {
+        writer.write(&batch?).map_err(storage)?;
     }
-    let file = writer.into_inner().map_err(storage)?;
-    file.sync_all()?;
-    drop(file);
-    std::fs::rename(&tmp, path)?;
+    writer.into_inner().map_err(storage)?.sync_all()?;
+    Ok(())
+}
+
+/// Renames `tmp` to `path` (replacing it atomically if it exists) and fsyncs the directory.
+pub(crate) fn publish(tmp: &Path, path: &Path) -> Result<()> {
+    std::fs::rename(tmp, path)?;
+    sync_dir(path)
+}
+
+/// Fsyncs the directory of `path`, so that a rename or removal in it is durable.
+pub(crate) fn sync_dir(path: &Path) -> Result<()> {
+    let dir = path.parent().expect("archive files have a directory");
     std::fs::File::open(dir)?.sync_all()?;
     Ok(())
+}
+
+/// Writes one file atomically: temporary name, fsync, rename, fsync of the directory.
+pub(crate) fn write_file(
+    path: &Path,
+    columns: &Columns,
+    rows: &[ValidEntry],
+    metadata: Vec<KeyValue>,
+) -> Result<()> {
+    let tmp = temporary(path, "write");
+    let batches = rows.chunks(256 * 1024).map(|chunk| {
+        columns
+            .batch(chunk)
+            .map_err(|e| Error::Storage(e.to_string()))
+    });
+    write_synced(&tmp, columns.schema(), metadata, batches)?;
+    publish(&tmp, path)
 }
 
 struct Archiver {
@@ -204,6 +234,8 @@ struct Archiver {
     /// Per partition: the offset after the last record seen.
     seen: HashMap<i32, i64>,
     committed: HashMap<i32, i64>,
+    /// The file the last record filled to its limit.
+    full: Option<FileKey>,
 }
 
 impl Archiver {
@@ -316,6 +348,10 @@ impl Archiver {
             file.last_offset = c.offset;
             file.bytes += size;
             file.rows.push(entry);
+            let full = file.rows.len() >= self.rollover.rows || file.bytes >= self.rollover.bytes;
+            if full {
+                self.full = Some(key.clone());
+            }
             None
         }))
     }
@@ -416,6 +452,7 @@ pub(crate) async fn run(
         archived,
         seen: HashMap::new(),
         committed: HashMap::new(),
+        full: None,
     };
     let linger = (a.rollover.age / 4).min(Duration::from_secs(1));
     let mut last_lag = Instant::now();
@@ -475,6 +512,10 @@ pub(crate) async fn run(
                 if let Some(roll) = a.add(c)? {
                     a.flush(&roll).await?;
                     a.add(c)?;
+                }
+                // A file that reached its row or byte limit is written at once.
+                if let Some(full) = a.full.take() {
+                    a.flush(&full).await?;
                 }
             }
             // Stopping writes every open file, once caught up or when the drain limit passes.

@@ -9,6 +9,7 @@
 
 mod archive;
 mod columns;
+pub mod compact;
 mod influx;
 mod line_protocol;
 

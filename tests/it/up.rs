@@ -12,11 +12,17 @@ use crate::harness::{free_port, walk, ApiProcess};
 
 /// Starts `thingtotal up` on `data_dir`, with no Kafka and no InfluxDB.
 async fn start_up(data_dir: &Path) -> ApiProcess {
+    start_up_with(data_dir, &[]).await
+}
+
+/// Starts `thingtotal up` on `data_dir` with extra arguments.
+async fn start_up_with(data_dir: &Path, args: &[&str]) -> ApiProcess {
     let port = free_port();
     let child = Command::new(env!("CARGO_BIN_EXE_thingtotal"))
         .args(["up", "--data-dir"])
         .arg(data_dir)
         .args(["--http-addr", &format!("127.0.0.1:{port}")])
+        .args(args)
         .env_clear()
         .env("PATH", std::env::var("PATH").unwrap_or_default())
         .env("RUST_LOG", "warn")
@@ -339,5 +345,66 @@ async fn the_same_walkthrough_runs_on_real_kafka_and_influxdb() {
     assert_eq!(
         dead[0].value.as_deref(),
         Some(&b"{\"temperature\":\"warm\"}"[..])
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn compaction_merges_small_files_and_every_query_answers_the_same() {
+    let dir = tempfile::tempdir().unwrap();
+    let archive = dir.path().join("archive");
+    let mut up = start_up_with(dir.path(), &["--archive-max-rows", "100"]).await;
+    let token = token(dir.path());
+    let (id, key, _) = create(&up, &token).await;
+    for chunk in 0..5 {
+        let entries: Vec<Value> = (0..300)
+            .map(|i| json!({"temperature": chunk * 1000 + i, "humidity": i}))
+            .collect();
+        post(&up, id, &key, json!(entries)).await;
+    }
+    interrupt(&mut up);
+    let parquet = || {
+        walk(&archive)
+            .into_iter()
+            .filter(|p| p.extension().is_some_and(|e| e == "parquet"))
+            .count()
+    };
+    let before_files = parquet();
+    assert!(before_files >= 15, "{before_files} files");
+    let query = "select count(*), count(distinct entry_id), sum(temperature), sum(humidity), min(seq), max(seq), \
+                 string_agg(cast(seq as varchar), ',' order by seq) from archive";
+    let before = archive_rows(&archive, query);
+    let out = Command::new(env!("CARGO_BIN_EXE_thingtotal"))
+        .args(["compact", "--data-dir"])
+        .arg(dir.path())
+        .args(["--target-rows", "1000"])
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let after_files = parquet();
+    assert!(
+        after_files <= 3,
+        "{before_files} files became {after_files}"
+    );
+    assert_eq!(
+        archive_rows(&archive, query),
+        before,
+        "the same rows before and after"
+    );
+    // The archiver recovers from the compacted files: a restart archives nothing twice.
+    let mut up = start_up_with(dir.path(), &["--archive-max-rows", "100"]).await;
+    post(&up, id, &key, json!({"temperature": 1})).await;
+    interrupt(&mut up);
+    assert_eq!(
+        archive_rows(
+            &archive,
+            "select count(*), count(distinct entry_id) from archive"
+        ),
+        json!([["1501", "1501"]])
     );
 }

@@ -1,0 +1,369 @@
+//! Compaction: merging the small files of one (stream, date) into files of the target size,
+//! without breaking exactly-once.
+//!
+//! Files are merged only within one Kafka partition and stream version, in offset order, so a
+//! merged file holds every offset of its (partition, stream, date) between its first and last,
+//! as the archiver's crash recovery expects; it takes the first input's name, so names keep
+//! telling the archiver where each partition stands. A merge is made safe by an intent file:
+//!
+//! 1. the merged file is written under a temporary name and fsynced;
+//! 2. `_compaction.json` records the output and the inputs, and is fsynced;
+//! 3. the merged file is renamed over the first input (atomic), and the directory fsynced;
+//! 4. the other inputs are removed, then the intent.
+//!
+//! A crash before 3 leaves the inputs whole: the temporary file and the intent are removed. A
+//! crash after 3 leaves the merged file and some inputs: the inputs it replaced are removed.
+//! Either way the next compaction (or `thingtotal compact`) finishes the job first.
+
+use std::path::{Path, PathBuf};
+
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use parquet::file::metadata::KeyValue;
+use serde::{Deserialize, Serialize};
+use thingtotal_common::{Error, Result};
+use tracing::{info, warn};
+
+use crate::archive::{
+    file_name, publish, sync_dir, temporary, write_synced, FIRST_OFFSET, LAST_OFFSET,
+};
+
+const INTENT: &str = "_compaction.json";
+
+#[derive(Debug, Serialize, Deserialize)]
+struct Intent {
+    tmp: String,
+    output: String,
+    inputs: Vec<String>,
+}
+
+/// Where a crash is simulated (tests only).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Step {
+    IntentWritten,
+    Renamed,
+}
+
+#[derive(Debug, Clone)]
+struct FileInfo {
+    path: PathBuf,
+    partition: i32,
+    first: i64,
+    last: i64,
+    rows: i64,
+    metadata: Vec<KeyValue>,
+}
+
+fn footer(path: &Path) -> Result<(i64, Vec<KeyValue>)> {
+    let file = std::fs::File::open(path)?;
+    let builder = ParquetRecordBatchReaderBuilder::try_new(file)
+        .map_err(|e| Error::Storage(e.to_string()))?;
+    let meta = builder.metadata().file_metadata();
+    Ok((
+        meta.num_rows(),
+        meta.key_value_metadata().cloned().unwrap_or_default(),
+    ))
+}
+
+fn value<'a>(kv: &'a [KeyValue], key: &str) -> Option<&'a str> {
+    kv.iter()
+        .find(|e| e.key == key)
+        .and_then(|e| e.value.as_deref())
+}
+
+/// Finishes a merge that a crash interrupted.
+fn finish_intent(dir: &Path) -> Result<()> {
+    let intent_path = dir.join(INTENT);
+    let Ok(text) = std::fs::read_to_string(&intent_path) else {
+        return Ok(());
+    };
+    let intent: Intent = serde_json::from_str(&text)?;
+    let tmp = dir.join(&intent.tmp);
+    if tmp.exists() {
+        // Not renamed yet: the inputs are whole.
+        std::fs::remove_file(&tmp)?;
+    } else {
+        for input in intent.inputs.iter().filter(|i| **i != intent.output) {
+            match std::fs::remove_file(dir.join(input)) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+    sync_dir(&tmp)?;
+    std::fs::remove_file(&intent_path)?;
+    sync_dir(&intent_path)?;
+    info!(dir = %dir.display(), "finished an interrupted compaction");
+    Ok(())
+}
+
+/// Compacts one `stream=…/date=…` directory; returns (files before, files after).
+pub(crate) fn compact_dir(
+    dir: &Path,
+    topic: &str,
+    target_rows: i64,
+    crash: Option<Step>,
+) -> Result<(usize, usize)> {
+    finish_intent(dir)?;
+    let prefix = format!("{topic}+");
+    let mut files = Vec::new();
+    for f in std::fs::read_dir(dir)?.flatten() {
+        let name = f.file_name().to_string_lossy().into_owned();
+        let Some(rest) = name
+            .strip_prefix(&prefix)
+            .and_then(|r| r.strip_suffix(".parquet"))
+        else {
+            continue;
+        };
+        let Some((partition, _)) = rest.split_once('+') else {
+            continue;
+        };
+        let Ok(partition) = partition.parse::<i32>() else {
+            continue;
+        };
+        let (rows, metadata) = match footer(&f.path()) {
+            Ok(x) => x,
+            Err(e) => {
+                warn!(path = %f.path().display(), error = %e, "not compacting an unreadable file");
+                continue;
+            }
+        };
+        let offset = |k| value(&metadata, k).and_then(|v| v.parse::<i64>().ok());
+        let (Some(first), Some(last)) = (offset(FIRST_OFFSET), offset(LAST_OFFSET)) else {
+            continue;
+        };
+        files.push(FileInfo {
+            path: f.path(),
+            partition,
+            first,
+            last,
+            rows,
+            metadata,
+        });
+    }
+    let before = files.len();
+    files.sort_by_key(|f| (f.partition, f.first));
+    let mut after = before;
+    let mut run: Vec<FileInfo> = Vec::new();
+    let merge = |run: &mut Vec<FileInfo>, after: &mut usize| -> Result<()> {
+        if run.len() > 1 {
+            merge_run(dir, topic, run, crash)?;
+            *after -= run.len() - 1;
+        }
+        run.clear();
+        Ok(())
+    };
+    for f in files {
+        let fits = run.last().is_some_and(|l: &FileInfo| {
+            l.partition == f.partition
+                && value(&l.metadata, "thingtotal.stream_version")
+                    == value(&f.metadata, "thingtotal.stream_version")
+                && value(&l.metadata, "thingtotal.schema")
+                    == value(&f.metadata, "thingtotal.schema")
+                && run.iter().map(|r| r.rows).sum::<i64>() + f.rows <= target_rows
+        });
+        if !fits {
+            merge(&mut run, &mut after)?;
+        }
+        run.push(f);
+    }
+    merge(&mut run, &mut after)?;
+    Ok((before, after))
+}
+
+fn merge_run(dir: &Path, topic: &str, run: &[FileInfo], crash: Option<Step>) -> Result<()> {
+    let storage = |e: parquet::errors::ParquetError| Error::Storage(e.to_string());
+    let output = dir.join(file_name(topic, run[0].partition, run[0].first));
+    let tmp = temporary(&output, "compact");
+    let first = ParquetRecordBatchReaderBuilder::try_new(std::fs::File::open(&run[0].path)?)
+        .map_err(storage)?;
+    let schema = first.schema().clone();
+    let mut readers = Vec::new();
+    for f in run {
+        let b = ParquetRecordBatchReaderBuilder::try_new(std::fs::File::open(&f.path)?)
+            .map_err(storage)?;
+        if b.schema().fields() != schema.fields() {
+            warn!(path = %f.path.display(), "not merging files whose columns differ");
+            return Ok(());
+        }
+        readers.push(b.with_batch_size(64 * 1024).build().map_err(storage)?);
+    }
+    let mut metadata = run[0].metadata.clone();
+    for kv in &mut metadata {
+        if kv.key == LAST_OFFSET {
+            kv.value = Some(run[run.len() - 1].last.to_string());
+        }
+    }
+    let batches = readers
+        .into_iter()
+        .flatten()
+        .map(|b| b.map_err(|e| Error::Storage(e.to_string())));
+    write_synced(&tmp, schema, metadata, batches)?;
+    let name = |p: &Path| {
+        p.file_name()
+            .unwrap_or_default()
+            .to_string_lossy()
+            .into_owned()
+    };
+    let intent = Intent {
+        tmp: name(&tmp),
+        output: name(&output),
+        inputs: run.iter().map(|f| name(&f.path)).collect(),
+    };
+    let intent_path = dir.join(INTENT);
+    std::fs::write(&intent_path, serde_json::to_vec(&intent)?)?;
+    std::fs::File::open(&intent_path)?.sync_all()?;
+    sync_dir(&intent_path)?;
+    if crash == Some(Step::IntentWritten) {
+        return Err(Error::Storage("simulated crash after the intent".into()));
+    }
+    publish(&tmp, &output)?;
+    if crash == Some(Step::Renamed) {
+        return Err(Error::Storage("simulated crash after the rename".into()));
+    }
+    finish_intent(dir)?;
+    info!(output = %output.display(), inputs = run.len(), rows = run.iter().map(|f| f.rows).sum::<i64>(), "compacted");
+    Ok(())
+}
+
+/// Compacts every `stream=…/date=…` directory under `root`; returns (files before, after).
+pub fn compact(root: &Path, topic: &str, target_rows: i64) -> Result<(usize, usize)> {
+    let mut total = (0, 0);
+    for s in std::fs::read_dir(root)?
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with("stream="))
+    {
+        for d in std::fs::read_dir(s.path())?
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().starts_with("date="))
+        {
+            let (b, a) = compact_dir(&d.path(), topic, target_rows, None)?;
+            total.0 += b;
+            total.1 += a;
+        }
+    }
+    Ok(total)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::archive::write_file;
+    use crate::columns::Columns;
+    use thingtotal_common::envelope::ValidEntry;
+    use thingtotal_common::stream::StreamRecord;
+
+    const TOPIC: &str = "t.entries.valid";
+
+    fn stream() -> StreamRecord {
+        serde_json::from_value(serde_json::json!({
+            "id": 7, "name": "s", "version": 1,
+            "schema": {"type": "object", "properties": {"t": {"type": "number"}}},
+            "created_at": "2026-01-01T00:00:00Z", "updated_at": "2026-01-01T00:00:00Z",
+            "write_key_sha256": "", "read_key_sha256": ""
+        }))
+        .unwrap()
+    }
+
+    /// `files` files of `rows` rows each, at consecutive offsets (every other offset, as if
+    /// another stream shared the partition).
+    fn archive(dir: &Path, files: i64, rows: i64) {
+        let columns = Columns::of(&stream());
+        for f in 0..files {
+            let offsets: Vec<i64> = (0..rows).map(|r| 2 * (f * rows + r)).collect();
+            let entries: Vec<ValidEntry> = offsets
+                .iter()
+                .map(|o| ValidEntry {
+                    entry_id: uuid::Uuid::now_v7(),
+                    seq: *o as u64 + 1,
+                    stream_id: 7,
+                    stream_version: 1,
+                    ts: chrono::DateTime::UNIX_EPOCH,
+                    received_at: chrono::DateTime::UNIX_EPOCH,
+                    data: serde_json::json!({"t": *o as f64}),
+                })
+                .collect();
+            let path = dir.join(file_name(TOPIC, 0, offsets[0]));
+            let kv = |k: &str, v: String| KeyValue::new(k.to_owned(), v);
+            let meta = vec![
+                kv(FIRST_OFFSET, offsets[0].to_string()),
+                kv(LAST_OFFSET, offsets[offsets.len() - 1].to_string()),
+                kv("thingtotal.stream_version", "1".into()),
+                kv("thingtotal.schema", stream().schema.to_string()),
+            ];
+            write_file(&path, &columns, &entries, meta).unwrap();
+        }
+    }
+
+    /// Every row's seq, sorted, and the number of Parquet files.
+    fn contents(dir: &Path) -> (Vec<i64>, usize) {
+        let mut seqs = Vec::new();
+        let mut files = 0;
+        for f in std::fs::read_dir(dir).unwrap().flatten() {
+            if !f.file_name().to_string_lossy().ends_with(".parquet") {
+                continue;
+            }
+            files += 1;
+            let reader =
+                ParquetRecordBatchReaderBuilder::try_new(std::fs::File::open(f.path()).unwrap())
+                    .unwrap()
+                    .build()
+                    .unwrap();
+            for batch in reader {
+                let batch = batch.unwrap();
+                let col = batch.column_by_name("seq").unwrap();
+                let seq = col
+                    .as_any()
+                    .downcast_ref::<arrow::array::Int64Array>()
+                    .unwrap();
+                seqs.extend(seq.values().iter().copied());
+            }
+        }
+        seqs.sort();
+        (seqs, files)
+    }
+
+    #[test]
+    fn small_files_merge_into_target_sized_ones_with_the_same_rows() {
+        let dir = tempfile::tempdir().unwrap();
+        archive(dir.path(), 10, 100);
+        let (rows, files) = contents(dir.path());
+        assert_eq!((rows.len(), files), (1000, 10));
+        assert_eq!(compact_dir(dir.path(), TOPIC, 450, None).unwrap(), (10, 3));
+        assert_eq!(contents(dir.path()), (rows, 3));
+        // The merged files keep the names and offset ranges the archiver recovers from.
+        let first = dir.path().join(file_name(TOPIC, 0, 0));
+        let (n, kv) = footer(&first).unwrap();
+        assert_eq!(n, 400);
+        assert_eq!(value(&kv, LAST_OFFSET), Some("798"));
+        assert!(dir.path().join(file_name(TOPIC, 0, 800)).exists());
+        assert!(dir.path().join(file_name(TOPIC, 0, 1600)).exists());
+    }
+
+    #[test]
+    fn a_crash_at_any_step_leaves_the_archive_correct() {
+        for step in [Step::IntentWritten, Step::Renamed] {
+            let dir = tempfile::tempdir().unwrap();
+            archive(dir.path(), 4, 50);
+            let (rows, _) = contents(dir.path());
+            assert!(compact_dir(dir.path(), TOPIC, 1000, Some(step)).is_err());
+            if step == Step::IntentWritten {
+                assert_eq!(
+                    contents(dir.path()),
+                    (rows.clone(), 4),
+                    "inputs whole before the rename"
+                );
+            }
+            // The next run finishes the interrupted merge first.
+            assert_eq!(compact_dir(dir.path(), TOPIC, 1000, None).unwrap().1, 1);
+            assert_eq!(contents(dir.path()), (rows, 1), "{step:?}");
+            assert!(!dir.path().join(INTENT).exists());
+            let leftovers: Vec<_> = std::fs::read_dir(dir.path())
+                .unwrap()
+                .flatten()
+                .filter(|f| f.file_name().to_string_lossy().ends_with(".tmp"))
+                .collect();
+            assert!(leftovers.is_empty());
+        }
+    }
+}
