@@ -218,21 +218,12 @@ impl KafkaLog {
     pub(super) async fn append(&self, topic: &str, records: Vec<Record>) -> Result<Vec<Position>> {
         let mut futures = Vec::with_capacity(records.len());
         for r in &records {
-            let mut fr: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(topic);
-            if let Some(k) = &r.key {
-                fr = fr.key(k.as_ref());
-            }
-            if let Some(v) = &r.value {
-                fr = fr.payload(v.as_ref());
-            }
-            if let Some(ts) = r.timestamp_ms {
-                fr = fr.timestamp(ts);
-            }
-            if !r.headers.is_empty() {
-                fr = fr.headers(owned_headers(&r.headers));
-            }
             // `send` waits while librdkafka's queue is full, rather than failing the request.
-            futures.push(self.inner.producer.send(fr, Duration::from_secs(30)));
+            futures.push(
+                self.inner
+                    .producer
+                    .send(future_record(topic, r), Duration::from_secs(30)),
+            );
         }
         let results = join_all(futures).await;
         results
@@ -403,6 +394,24 @@ fn with_defaults(mut c: ClientConfig, defaults: &[(&str, &str)]) -> ClientConfig
         }
     }
     c
+}
+
+/// The rdkafka record for `r`, borrowing its bytes (librdkafka copies them when it enqueues).
+fn future_record<'a>(topic: &'a str, r: &'a Record) -> FutureRecord<'a, [u8], [u8]> {
+    let mut fr: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(topic);
+    if let Some(k) = &r.key {
+        fr = fr.key(k.as_ref());
+    }
+    if let Some(v) = &r.value {
+        fr = fr.payload(v.as_ref());
+    }
+    if let Some(ts) = r.timestamp_ms {
+        fr = fr.timestamp(ts);
+    }
+    if !r.headers.is_empty() {
+        fr = fr.headers(owned_headers(&r.headers));
+    }
+    fr
 }
 
 fn owned_headers(headers: &[(String, Bytes)]) -> OwnedHeaders {
@@ -623,20 +632,7 @@ impl KafkaGroup {
         producer.begin_transaction()?;
         let mut futures = Vec::with_capacity(records.len());
         for (topic, r) in &records {
-            let mut fr: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(topic);
-            if let Some(k) = &r.key {
-                fr = fr.key(k.as_ref());
-            }
-            if let Some(v) = &r.value {
-                fr = fr.payload(v.as_ref());
-            }
-            if let Some(ts) = r.timestamp_ms {
-                fr = fr.timestamp(ts);
-            }
-            if !r.headers.is_empty() {
-                fr = fr.headers(owned_headers(&r.headers));
-            }
-            futures.push(producer.send(fr, Duration::from_secs(30)));
+            futures.push(producer.send(future_record(topic, r), Duration::from_secs(30)));
         }
         for r in join_all(futures).await {
             r.map_err(|(e, _)| Error::Kafka(e))?;
