@@ -64,6 +64,15 @@ struct OpenFile {
 /// between a file's first and last of that key is in that file.
 type Archived = HashMap<(i32, StreamId, NaiveDate), BTreeMap<i64, i64>>;
 
+/// The partition in an archive file name of `topic`, if it is one.
+pub(crate) fn partition_of(name: &str, topic: &str) -> Option<i32> {
+    let rest = name
+        .strip_prefix(topic)?
+        .strip_prefix('+')?
+        .strip_suffix(".parquet")?;
+    rest.split_once('+')?.0.parse().ok()
+}
+
 pub(crate) fn file_name(topic: &str, partition: i32, first_offset: i64) -> String {
     format!("{topic}+{partition}+{first_offset:020}.parquet")
 }
@@ -75,7 +84,6 @@ fn recover(root: &Path, topic: &str) -> Result<Archived> {
     let Ok(streams) = std::fs::read_dir(root) else {
         return Ok(archived);
     };
-    let prefix = format!("{topic}+");
     for s in streams.flatten() {
         let Some(stream) = s
             .file_name()
@@ -107,16 +115,7 @@ fn recover(root: &Path, topic: &str) -> Result<Archived> {
                     }
                     continue;
                 }
-                let Some(rest) = name
-                    .strip_prefix(&prefix)
-                    .and_then(|r| r.strip_suffix(".parquet"))
-                else {
-                    continue;
-                };
-                let Some((partition, _)) = rest.split_once('+') else {
-                    continue;
-                };
-                let Ok(partition) = partition.parse::<i32>() else {
+                let Some(partition) = partition_of(&name, topic) else {
                     continue;
                 };
                 let reader = match std::fs::File::open(f.path())
@@ -553,12 +552,7 @@ pub(crate) async fn run(
         if stopping {
             break;
         }
-        if last_lag.elapsed() > Duration::from_secs(10) {
-            last_lag = Instant::now();
-            if let Ok(lag) = consumer.lag(&rt.log, &rt.topics.valid).await {
-                metrics::gauge!("thingtotal_sink_lag", "group" => group.clone()).set(lag as f64);
-            }
-        }
+        crate::publish_lag(&rt, &consumer, &group, &mut last_lag).await;
     }
     info!("archiver stopped");
     Ok(())
@@ -570,6 +564,16 @@ mod tests {
 
     #[test]
     fn names_are_deterministic_and_sort_by_offset() {
+        let name = file_name("tt.entries.valid", 3, 42);
+        assert_eq!(partition_of(&name, "tt.entries.valid"), Some(3));
+        assert_eq!(partition_of(&name, "tt.entries"), None);
+        assert_eq!(
+            partition_of(
+                ".tt.entries.valid+3+1.parquet.write.tmp",
+                "tt.entries.valid"
+            ),
+            None
+        );
         assert_eq!(
             file_name("tt.entries.valid", 3, 42),
             "tt.entries.valid+3+00000000000000000042.parquet"

@@ -24,7 +24,7 @@ use thingtotal_common::{Error, Result};
 use tracing::{info, warn};
 
 use crate::archive::{
-    file_name, publish, sync_dir, temporary, write_synced, FIRST_OFFSET, LAST_OFFSET,
+    file_name, partition_of, publish, sync_dir, temporary, write_synced, FIRST_OFFSET, LAST_OFFSET,
 };
 
 const INTENT: &str = "_compaction.json";
@@ -105,20 +105,10 @@ pub(crate) fn compact_dir(
     crash: Option<Step>,
 ) -> Result<(usize, usize)> {
     finish_intent(dir)?;
-    let prefix = format!("{topic}+");
     let mut files = Vec::new();
     for f in std::fs::read_dir(dir)?.flatten() {
         let name = f.file_name().to_string_lossy().into_owned();
-        let Some(rest) = name
-            .strip_prefix(&prefix)
-            .and_then(|r| r.strip_suffix(".parquet"))
-        else {
-            continue;
-        };
-        let Some((partition, _)) = rest.split_once('+') else {
-            continue;
-        };
-        let Ok(partition) = partition.parse::<i32>() else {
+        let Some(partition) = partition_of(&name, topic) else {
             continue;
         };
         let (rows, metadata) = match footer(&f.path()) {

@@ -370,12 +370,7 @@ pub(crate) async fn run(
         {
             break;
         }
-        if last_lag.elapsed() > Duration::from_secs(10) {
-            last_lag = Instant::now();
-            if let Ok(lag) = consumer.lag(&rt.log, &rt.topics.valid).await {
-                metrics::gauge!("thingtotal_sink_lag", "group" => group.clone()).set(lag as f64);
-            }
-        }
+        crate::publish_lag(&rt, &consumer, &group, &mut last_lag).await;
     }
     info!("InfluxDB writer stopped");
     Ok(())

@@ -203,3 +203,19 @@ pub fn spawn(
     }
     set
 }
+
+/// Publishes a sink group's lag on `entries.valid`, at most every 10 seconds.
+async fn publish_lag(
+    rt: &Runtime,
+    consumer: &thingtotal_common::log::GroupConsumer,
+    group: &str,
+    last: &mut std::time::Instant,
+) {
+    if last.elapsed() < Duration::from_secs(10) {
+        return;
+    }
+    *last = std::time::Instant::now();
+    if let Ok(lag) = consumer.lag(&rt.log, &rt.topics.valid).await {
+        metrics::gauge!("thingtotal_sink_lag", "group" => group.to_owned()).set(lag as f64);
+    }
+}
