@@ -285,6 +285,31 @@ pub(crate) fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     out
 }
 
+/// Runs `sql` with duckdb over the archive (Hive partitioning) and returns its rows as JSON.
+pub(crate) fn duckdb(root: &std::path::Path, sql: &str) -> Value {
+    let python = std::env::var("THINGTOTAL_PYTHON").expect(
+        "THINGTOTAL_PYTHON names a Python with duckdb and pyarrow: scripts/test sets it up",
+    );
+    let script = format!(
+        "import duckdb, json\n\
+         duckdb.sql(\"create view archive as select * from read_parquet('{}/**/*.parquet', hive_partitioning=true)\")\n\
+         rel = duckdb.sql({sql:?})\n\
+         print(json.dumps([[str(v) for v in row] for row in rel.fetchall()]))",
+        root.display()
+    );
+    let out = std::process::Command::new(python)
+        .arg("-c")
+        .arg(script)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "duckdb: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
 mod containers {
     //! Kafka and InfluxDB in containers, for machines with Docker and no services of their own.
 

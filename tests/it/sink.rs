@@ -7,8 +7,8 @@ use serde_json::{json, Value};
 use thingtotal_common::topics::Topics;
 
 use crate::harness::{
-    count, feed_valid, influx_database, influxql, kafka, random_prefix, services, start_api,
-    start_part, stream, walk,
+    count, duckdb, feed_valid, influx_database, influxql, kafka, random_prefix, services,
+    start_api, start_part, stream, walk,
 };
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -210,31 +210,6 @@ async fn a_point_influxdb_rejects_goes_to_the_dead_letter_topic_and_the_rest_is_
         );
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
-}
-
-/// Runs `sql` with duckdb over the archive (Hive partitioning) and returns its rows as JSON.
-fn duckdb(root: &std::path::Path, sql: &str) -> Value {
-    let python = std::env::var("THINGTOTAL_PYTHON").expect(
-        "THINGTOTAL_PYTHON names a Python with duckdb and pyarrow: scripts/test sets it up",
-    );
-    let script = format!(
-        "import duckdb, json\n\
-         duckdb.sql(\"create view archive as select * from read_parquet('{}/**/*.parquet', hive_partitioning=true)\")\n\
-         rel = duckdb.sql({sql:?})\n\
-         print(json.dumps([[str(v) for v in row] for row in rel.fetchall()]))",
-        root.display()
-    );
-    let out = std::process::Command::new(python)
-        .arg("-c")
-        .arg(script)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "duckdb: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

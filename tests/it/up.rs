@@ -72,25 +72,13 @@ fn interrupt(up: &mut ApiProcess) {
 
 /// Rows of the archive, through duckdb with Hive partitioning.
 fn archive_rows(dir: &Path, sql: &str) -> Value {
-    let python = std::env::var("THINGTOTAL_PYTHON")
-        .expect("THINGTOTAL_PYTHON names a Python with duckdb: scripts/test sets it up");
     if !walk(dir)
         .iter()
         .any(|p| p.extension().is_some_and(|e| e == "parquet"))
     {
         return json!([["0"]]);
     }
-    let script = format!(
-        "import duckdb, json\nduckdb.sql(\"create view archive as select * from read_parquet('{}/**/*.parquet', hive_partitioning=true)\")\nprint(json.dumps([[str(v) for v in r] for r in duckdb.sql({sql:?}).fetchall()]))",
-        dir.display()
-    );
-    let out = Command::new(python).arg("-c").arg(script).output().unwrap();
-    assert!(
-        out.status.success(),
-        "duckdb: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap()
+    crate::harness::duckdb(dir, sql)
 }
 
 async fn create(up: &ApiProcess, token: &str) -> (u64, String, String) {
