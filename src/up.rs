@@ -90,15 +90,16 @@ pub async fn run(mut config: Config, shutdown: CancellationToken) -> anyhow::Res
              add --kafka-brokers to run on Kafka"
         ),
     }
+    let archive_root = config.archive.root(&config.log.data_dir)?;
     // The registry outlives the parts: it stops last.
     let registry_stop = CancellationToken::new();
     let rt = Runtime::start(&config.log, log, registry_stop.clone()).await?;
     let routes =
         thingtotal_ingest::routes(thingtotal_ingest::Ingest::new(rt.clone(), &config.limits))
-            .or(thingtotal_api::routes(thingtotal_api::Api::new(
-                rt.clone(),
-                Some(token.clone()),
-            )))
+            .or(thingtotal_api::routes(
+                thingtotal_api::Api::new(rt.clone(), Some(token.clone()))
+                    .reading(&config.influx, Some(archive_root)),
+            ))
             .unify()
             .or(http::ops_routes("up", rt.log.clone()))
             .unify()
@@ -173,10 +174,15 @@ Try it:
   export TT=http://{addr} TOKEN={token}
   curl -s -X POST $TT/api/streams -H "Authorization: Bearer $TOKEN" -H 'content-type: application/json' \
     -d '{{"name":"greenhouse","schema":{{"type":"object","properties":{{"temperature":{{"type":"number"}},"humidity":{{"type":"integer"}}}},"required":["temperature"]}}}}'
-  # then, with the "id" and "write_key" of the answer:
+  # then, with the "id", "write_key" and "read_key" of the answer:
   curl -s -X POST $TT/api/streams/<id>/entries -H "X-Api-Key: <write_key>" -H 'content-type: application/json' \
-    -d '[{{"temperature": 21.5, "humidity": 40}}, {{"temperature": 22.0}}]'
+    -d '[{{"temperature": 21.5, "humidity": 40}}, {{"temperature": 22.0}}, {{"humidity": 3}}]'
   curl -s "$TT/update?api_key=<write_key>&field1=23.5&field2=41"
+  # a few seconds later, read them back (the one without a temperature was rejected):
+  curl -s "$TT/api/streams/<id>/entries" -H "X-Api-Key: <read_key>"
+  curl -s "$TT/api/streams/<id>/entries?window=1m&agg=mean&start=-1h" -H "X-Api-Key: <read_key>"
+  curl -s "$TT/api/streams/<id>/rejected" -H "X-Api-Key: <read_key>"
+  curl -s "$TT/channels/<id>/feeds.json?api_key=<read_key>&results=10"
   duckdb -c "select * from read_parquet('{archive}/**/*.parquet', hive_partitioning = true)"
 
 Ctrl-C stops once everything acknowledged is archived.

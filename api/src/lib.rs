@@ -5,8 +5,11 @@
 //! reads its own writes; other instances see it as soon as their registries apply it.
 
 mod auth;
+pub mod entries;
 pub mod openapi;
+mod read;
 pub mod streams;
+mod thingspeak;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -64,15 +67,27 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 pub struct Api {
     rt: Runtime,
     admin_token: Option<Arc<str>>,
+    reads: read::Backends,
 }
 
 impl Api {
-    /// The api's state on a started runtime.
+    /// The api's state on a started runtime, with nothing to read entries from yet.
     pub fn new(rt: Runtime, admin_token: Option<String>) -> Self {
         Self {
             rt,
             admin_token: admin_token.map(Into::into),
+            reads: read::Backends::default(),
         }
+    }
+
+    /// Reads entries from InfluxDB when `influx` names one, and from the archive at `archive`.
+    pub fn reading(mut self, influx: &InfluxArgs, archive: Option<std::path::PathBuf>) -> Self {
+        self.reads.influx = influx.influx_url.as_deref().map(|url| {
+            read::influx::InfluxReader::new(url, &influx.influx_token, &influx.influx_bucket)
+        });
+        self.reads.archive =
+            archive.map(|root| read::archive::ArchiveReader::new(root, &self.rt.topics.valid));
+        self
     }
 
     pub(crate) fn admin_token(&self) -> Option<&str> {
@@ -99,8 +114,10 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<()> {
 
 /// Runs the api part on `log`.
 pub async fn run_on(config: Config, log: Log, shutdown: CancellationToken) -> Result<()> {
+    let archive = config.archive.root(&config.log.data_dir)?;
     let rt = Runtime::start(&config.log, log, shutdown.clone()).await?;
-    let api = Api::new(rt.clone(), config.admin.admin_token.clone());
+    let api = Api::new(rt.clone(), config.admin.admin_token.clone())
+        .reading(&config.influx, Some(archive));
     let routes = routes(api)
         .or(http::ops_routes("api", rt.log.clone()))
         .unify()
@@ -166,6 +183,37 @@ pub fn routes(api: Api) -> BoxedFilter<(Response,)> {
         .and(http::credential())
         .and(body())
         .then(|id, a, c, b| async move { respond(rotate(a, id, c, b).await).await });
+    let entries = one()
+        .and(warp::path("entries"))
+        .and(warp::path::end())
+        .and(warp::get())
+        .and(state.clone())
+        .and(http::credential())
+        .and(warp::header::optional::<String>("accept"))
+        .and(raw_query())
+        .then(|id, a, c, accept, q: String| async move {
+            respond(entries::list(a, id, c, accept, &q).await).await
+        });
+    let latest = one()
+        .and(warp::path!("entries" / "latest"))
+        .and(warp::get())
+        .and(state.clone())
+        .and(http::credential())
+        .and(raw_query())
+        .then(
+            |id, a, c, q: String| async move { respond(entries::latest(a, id, c, &q).await).await },
+        );
+    let rejected =
+        one()
+            .and(warp::path("rejected"))
+            .and(warp::path::end())
+            .and(warp::get())
+            .and(state.clone())
+            .and(http::credential())
+            .and(raw_query())
+            .then(|id, a, c, q: String| async move {
+                respond(entries::rejected(a, id, c, &q).await).await
+            });
     let doc = openapi::document();
     let openapi = warp::path!("api" / "openapi.json")
         .and(warp::get())
@@ -182,7 +230,15 @@ pub fn routes(api: Api) -> BoxedFilter<(Response,)> {
         .unify()
         .or(rotate)
         .unify()
+        .or(entries)
+        .unify()
+        .or(latest)
+        .unify()
+        .or(rejected)
+        .unify()
         .or(openapi)
+        .unify()
+        .or(thingspeak::routes(state))
         .unify()
         .boxed()
 }

@@ -3,7 +3,8 @@
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use crate::streams;
+use crate::thingspeak::doc as ts;
+use crate::{entries, streams};
 use thingtotal_common::problem::{Problem, Violation};
 
 /// The document served at `GET /api/openapi.json`.
@@ -21,6 +22,19 @@ use thingtotal_common::problem::{Problem, Violation};
         streams::update,
         streams::delete,
         streams::rotate,
+        entries::list,
+        entries::latest,
+        entries::rejected,
+        ts::feeds_json,
+        ts::feeds_csv,
+        ts::field_json,
+        ts::field_csv,
+        ts::last_json,
+        ts::field_last_json,
+        ts::field_last_txt,
+        ts::last_data_age_json,
+        ts::field_last_data_age_json,
+        ts::channel_json,
         health,
         metrics,
         openapi_json,
@@ -34,9 +48,16 @@ use thingtotal_common::problem::{Problem, Violation};
         streams::StreamPage,
         streams::RotateRequest,
         streams::Rotate,
+        entries::Entry,
+        entries::EntriesPage,
+        entries::Window,
+        entries::WindowsPage,
+        entries::Rejected,
+        entries::RejectedPage,
     )),
     modifiers(&Security),
     tags((name = "streams", description = "Define, change and secure streams"),
+         (name = "entries", description = "Read entries back: ranges, windows, the rejected ones"),
          (name = "operations", description = "Health, metrics and this document"))
 )]
 pub struct ApiDoc;

@@ -128,6 +128,20 @@ pub struct ArchiveArgs {
     pub archive: Option<String>,
 }
 
+impl ArchiveArgs {
+    /// The archive's directory: `--archive`, or `<data-dir>/archive`. Object-store URLs are
+    /// refused until they are supported.
+    pub fn root(&self, data_dir: &std::path::Path) -> Result<PathBuf> {
+        match &self.archive {
+            Some(url) if url.contains("://") => Err(crate::Error::Config(format!(
+                "archive {url}: object-store URLs are not supported yet; use a directory"
+            ))),
+            Some(dir) => Ok(PathBuf::from(dir)),
+            None => Ok(data_dir.join("archive")),
+        }
+    }
+}
+
 /// Log output format.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, ValueEnum)]
 pub enum LogFormat {

@@ -74,6 +74,94 @@ impl StreamRecord {
     }
 }
 
+/// The type of one leaf of a stream's schema, as the stores keep it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LeafType {
+    /// `integer`: InfluxDB integer fields, Int64 columns.
+    Integer,
+    /// `number`: always floats.
+    Float,
+    /// `boolean`.
+    Boolean,
+    /// `string`.
+    String,
+    /// `string` with `format: date-time`.
+    Time,
+    /// Untyped, an array, or an object without `properties`: kept as its JSON text.
+    Json,
+}
+
+impl LeafType {
+    /// Integer or float.
+    pub fn is_numeric(self) -> bool {
+        matches!(self, LeafType::Integer | LeafType::Float)
+    }
+}
+
+/// One scalar of an entry's data: a property, or a property of a nested object, with its path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Leaf {
+    /// Property names from the top of the entry down to the leaf.
+    pub path: Vec<String>,
+    /// The path joined with `.`: the InfluxDB field (or tag) name.
+    pub name: String,
+    /// Its type.
+    pub ty: LeafType,
+}
+
+/// The type a schema gives a property: its `type`, or the first non-null one of a list.
+pub fn schema_type(property: &Value) -> Option<&str> {
+    match property.get("type") {
+        Some(Value::String(t)) => Some(t.as_str()),
+        Some(Value::Array(ts)) => ts.iter().filter_map(Value::as_str).find(|t| *t != "null"),
+        _ => None,
+    }
+}
+
+fn collect_leaves(
+    prefix: &[String],
+    properties: &serde_json::Map<String, Value>,
+    out: &mut Vec<Leaf>,
+) {
+    for (name, p) in properties {
+        let mut path = prefix.to_vec();
+        path.push(name.clone());
+        let ty = match schema_type(p) {
+            Some("object") => {
+                if let Some(inner) = p.get("properties").and_then(Value::as_object) {
+                    collect_leaves(&path, inner, out);
+                    continue;
+                }
+                LeafType::Json
+            }
+            Some("integer") => LeafType::Integer,
+            Some("number") => LeafType::Float,
+            Some("boolean") => LeafType::Boolean,
+            Some("string") if p.get("format").and_then(Value::as_str) == Some("date-time") => {
+                LeafType::Time
+            }
+            Some("string") => LeafType::String,
+            _ => LeafType::Json,
+        };
+        out.push(Leaf {
+            name: path.join("."),
+            path,
+            ty,
+        });
+    }
+}
+
+impl StreamRecord {
+    /// Every leaf of the schema in property order, nested objects flattened to `a.b`.
+    pub fn leaves(&self) -> Vec<Leaf> {
+        let mut out = Vec::new();
+        if let Some(p) = self.schema.get("properties").and_then(Value::as_object) {
+            collect_leaves(&[], p, &mut out);
+        }
+        out
+    }
+}
+
 /// The Kafka key for a stream id.
 pub fn key_of(id: StreamId) -> Bytes {
     Bytes::from(id.to_string())

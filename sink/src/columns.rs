@@ -9,7 +9,7 @@ use arrow::datatypes::{DataType, Field, Schema, TimeUnit};
 use arrow::record_batch::RecordBatch;
 use serde_json::Value;
 use thingtotal_common::envelope::ValidEntry;
-use thingtotal_common::stream::StreamRecord;
+use thingtotal_common::stream::{schema_type, StreamRecord};
 use thingtotal_common::time::parse_device_time;
 
 /// The names of the columns every file starts with.
@@ -50,14 +50,7 @@ impl Columns {
         let mut properties = Vec::new();
         if let Some(props) = stream.schema.get("properties").and_then(Value::as_object) {
             for (name, p) in props {
-                let ty = match p.get("type") {
-                    Some(Value::String(t)) => Some(t.as_str()),
-                    Some(Value::Array(ts)) => {
-                        ts.iter().filter_map(Value::as_str).find(|t| *t != "null")
-                    }
-                    _ => None,
-                };
-                let kind = match ty {
+                let kind = match schema_type(p) {
                     Some("integer") => Kind::Int,
                     Some("number") => Kind::Float,
                     Some("boolean") => Kind::Bool,

@@ -144,34 +144,29 @@ pub fn spawn(
 ) -> JoinSet<thingtotal_common::Result<()>> {
     let mut set = JoinSet::new();
     if args.sink_archive {
-        let root = archive
-            .archive
-            .clone()
-            .unwrap_or_else(|| data_dir.join("archive").to_string_lossy().into_owned());
-        if root.contains("://") {
-            set.spawn(async move {
-                Err(thingtotal_common::Error::Config(format!(
-                    "archive {root}: object-store URLs are not supported yet; use a directory"
-                )))
-            });
-        } else {
-            let rollover = Rollover {
-                rows: args.archive_max_rows.max(1),
-                bytes: args.archive_max_bytes.max(1),
-                age: Duration::from_secs_f64(args.archive_max_age_secs.max(0.1)),
-            };
-            let group = args
-                .sink_archive_group
-                .clone()
-                .unwrap_or_else(|| rt.topics.group("sink-archive"));
-            set.spawn(archive::run(
-                rt.clone(),
-                root.into(),
-                rollover,
-                group,
-                Drain::new(drain),
-                shutdown.clone(),
-            ));
+        match archive.root(data_dir) {
+            Err(e) => {
+                set.spawn(async move { Err(e) });
+            }
+            Ok(root) => {
+                let rollover = Rollover {
+                    rows: args.archive_max_rows.max(1),
+                    bytes: args.archive_max_bytes.max(1),
+                    age: Duration::from_secs_f64(args.archive_max_age_secs.max(0.1)),
+                };
+                let group = args
+                    .sink_archive_group
+                    .clone()
+                    .unwrap_or_else(|| rt.topics.group("sink-archive"));
+                set.spawn(archive::run(
+                    rt.clone(),
+                    root,
+                    rollover,
+                    group,
+                    Drain::new(drain),
+                    shutdown.clone(),
+                ));
+            }
         }
     } else {
         info!("archiver switched off");

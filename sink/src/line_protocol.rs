@@ -6,8 +6,8 @@
 //! delimiter after it. Newlines end a line in line protocol, so in names and tag values they are
 //! written as the two characters `\n` (`\r` as `\r`); string field values may hold them as they are.
 
-use serde_json::{Map, Value};
-use thingtotal_common::stream::StreamRecord;
+use serde_json::Value;
+use thingtotal_common::stream::{LeafType, StreamRecord};
 
 /// The type a field has, taken from the stream's schema, so that a field never changes type.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -20,14 +20,6 @@ pub(crate) enum FieldType {
     Json,
 }
 
-fn schema_type(property: &Value) -> Option<&str> {
-    match property.get("type") {
-        Some(Value::String(t)) => Some(t.as_str()),
-        Some(Value::Array(ts)) => ts.iter().filter_map(Value::as_str).find(|t| *t != "null"),
-        _ => None,
-    }
-}
-
 /// A stream's points: which properties are tags, and every field's type by flattened name.
 #[derive(Debug, Clone)]
 pub(crate) struct Layout {
@@ -38,39 +30,23 @@ pub(crate) struct Layout {
     fields: Vec<(Vec<String>, String, FieldType)>,
 }
 
-fn collect(
-    prefix: &[String],
-    properties: &Map<String, Value>,
-    out: &mut Vec<(Vec<String>, String, FieldType)>,
-) {
-    for (name, p) in properties {
-        let mut path = prefix.to_vec();
-        path.push(name.clone());
-        let ty = match schema_type(p) {
-            Some("object") => {
-                if let Some(inner) = p.get("properties").and_then(Value::as_object) {
-                    collect(&path, inner, out);
-                    continue;
-                }
-                FieldType::Json
-            }
-            Some("integer") => FieldType::Integer,
-            Some("number") => FieldType::Float,
-            Some("boolean") => FieldType::Boolean,
-            Some("string") => FieldType::String,
-            _ => FieldType::Json,
-        };
-        out.push((path.clone(), path.join("."), ty));
-    }
-}
-
 impl Layout {
     /// The layout of `stream`'s points.
     pub(crate) fn of(stream: &StreamRecord) -> Self {
-        let mut fields = Vec::new();
-        if let Some(p) = stream.schema.get("properties").and_then(Value::as_object) {
-            collect(&[], p, &mut fields);
-        }
+        let mut fields: Vec<_> = stream
+            .leaves()
+            .into_iter()
+            .map(|l| {
+                let ty = match l.ty {
+                    LeafType::Integer => FieldType::Integer,
+                    LeafType::Float => FieldType::Float,
+                    LeafType::Boolean => FieldType::Boolean,
+                    LeafType::String | LeafType::Time => FieldType::String,
+                    LeafType::Json => FieldType::Json,
+                };
+                (l.path, l.name, ty)
+            })
+            .collect();
         fields.retain(|(path, _, _)| {
             !(path.len() == 1
                 && (stream.tags.contains(&path[0])

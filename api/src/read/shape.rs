@@ -1,0 +1,158 @@
+//! A stream's shape as the stores keep it, and entries rebuilt in the schema's shape: values of
+//! the schema's types, and flattened `a.b` names nested again.
+
+use serde_json::{Map, Value};
+use thingtotal_common::envelope::format_time;
+use thingtotal_common::stream::{Leaf, LeafType, StreamRecord};
+use thingtotal_common::time::parse_device_time;
+
+/// What the backends read of one stream.
+#[derive(Debug, Clone)]
+pub(crate) struct Shape {
+    pub(crate) stream_id: u64,
+    pub(crate) measurement: String,
+    /// Every leaf of the schema but the `timestamp_field`, which is the entry's `ts`.
+    pub(crate) leaves: Vec<Leaf>,
+}
+
+impl Shape {
+    pub(crate) fn of(stream: &StreamRecord) -> Self {
+        let mut leaves = stream.leaves();
+        leaves.retain(|l| !(l.path.len() == 1 && stream.timestamp_field.as_ref() == Some(&l.name)));
+        Self {
+            stream_id: stream.id,
+            measurement: stream.measurement(),
+            leaves,
+        }
+    }
+
+    /// The index of the leaf named `name` (`a.b` for a nested one).
+    pub(crate) fn index(&self, name: &str) -> Option<usize> {
+        self.leaves.iter().position(|l| l.name == name)
+    }
+
+    /// The entry's data in the schema's shape, from a value per leaf (of `leaves`).
+    pub(crate) fn data(&self, leaves: &[usize], values: &[Option<Value>]) -> Value {
+        let mut data = Map::new();
+        for (&leaf, v) in leaves.iter().zip(values) {
+            let Some(v) = v else { continue };
+            let path = &self.leaves[leaf].path;
+            let mut at = &mut data;
+            for p in &path[..path.len() - 1] {
+                let next = at
+                    .entry(p.clone())
+                    .or_insert_with(|| Value::Object(Map::new()));
+                if !next.is_object() {
+                    *next = Value::Object(Map::new());
+                }
+                at = next.as_object_mut().expect("made an object above");
+            }
+            at.insert(path[path.len() - 1].clone(), v.clone());
+        }
+        Value::Object(data)
+    }
+
+    /// Indexes of every leaf.
+    pub(crate) fn all(&self) -> Vec<usize> {
+        (0..self.leaves.len()).collect()
+    }
+}
+
+/// A float as JSON; not-a-number and infinities, which JSON cannot hold, become null.
+pub(crate) fn float(f: f64) -> Value {
+    serde_json::Number::from_f64(f)
+        .map(Value::Number)
+        .unwrap_or(Value::Null)
+}
+
+/// A stored value as the schema types it. InfluxDB hands back tags as strings, JSON leaves as
+/// their text and date-times as they were sent; the archive hands back timestamps. Both end up
+/// the same: integers, floats, booleans, strings, RFC 3339 times with microseconds, JSON values.
+pub(crate) fn coerce(ty: LeafType, v: Value) -> Option<Value> {
+    let out = match (ty, v) {
+        (_, Value::Null) => return None,
+        (LeafType::Integer, Value::Number(n)) => match n.as_i64() {
+            Some(i) => Value::from(i),
+            None => Value::from(n.as_f64()? as i64),
+        },
+        (LeafType::Integer, Value::String(s)) => Value::from(s.parse::<i64>().ok()?),
+        (LeafType::Float, Value::Number(n)) => float(n.as_f64()?),
+        (LeafType::Float, Value::String(s)) => float(s.parse::<f64>().ok()?),
+        (LeafType::Boolean, Value::String(s)) => Value::Bool(s.parse::<bool>().ok()?),
+        (LeafType::Time, Value::String(s)) => match parse_device_time(&s) {
+            Some(t) => Value::String(format_time(t)),
+            None => Value::String(s),
+        },
+        (LeafType::Json, Value::String(s)) => serde_json::from_str(&s).unwrap_or(Value::String(s)),
+        (_, v) => v,
+    };
+    Some(out)
+}
+
+/// A value as one CSV cell: strings as they are, JSON values as their text, null as nothing.
+pub(crate) fn cell(v: Option<&Value>) -> String {
+    match v {
+        None | Some(Value::Null) => String::new(),
+        Some(Value::String(s)) => s.clone(),
+        Some(other) => other.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn data_is_nested_again_and_the_timestamp_field_is_ts() {
+        let s: StreamRecord = serde_json::from_value(json!({
+            "id": 1, "name": "n", "timestamp_field": "at",
+            "schema": {"type": "object", "properties": {
+                "at": {"type": "string"},
+                "t": {"type": "number"},
+                "gps": {"type": "object", "properties": {"lat": {"type": "number"}, "fix": {"type": "boolean"}}},
+                "raw": {}}},
+            "version": 1, "created_at": "2026-01-01T00:00:00Z", "updated_at": "2026-01-01T00:00:00Z",
+            "write_key_sha256": "", "read_key_sha256": ""}))
+        .unwrap();
+        let shape = Shape::of(&s);
+        let names: Vec<_> = shape.leaves.iter().map(|l| l.name.as_str()).collect();
+        assert_eq!(names, ["t", "gps.lat", "gps.fix", "raw"]);
+        let data = shape.data(
+            &shape.all(),
+            &[
+                Some(json!(1.5)),
+                Some(json!(2.0)),
+                None,
+                Some(json!([1, "x"])),
+            ],
+        );
+        assert_eq!(
+            data,
+            json!({"t": 1.5, "gps": {"lat": 2.0}, "raw": [1, "x"]})
+        );
+    }
+
+    #[test]
+    fn values_take_the_schema_type() {
+        assert_eq!(coerce(LeafType::Integer, json!("42")), Some(json!(42)));
+        assert_eq!(coerce(LeafType::Float, json!(21)), Some(json!(21.0)));
+        assert_eq!(coerce(LeafType::Boolean, json!("true")), Some(json!(true)));
+        assert_eq!(
+            coerce(LeafType::Json, json!("{\"a\":1}")),
+            Some(json!({"a": 1}))
+        );
+        assert_eq!(
+            coerce(LeafType::Json, json!("not json")),
+            Some(json!("not json"))
+        );
+        assert_eq!(
+            coerce(LeafType::Time, json!("2026-01-02 03:04:05")),
+            Some(json!("2026-01-02T03:04:05.000000Z"))
+        );
+        assert_eq!(coerce(LeafType::Float, Value::Null), None);
+        assert_eq!(cell(Some(&json!("a,b"))), "a,b");
+        assert_eq!(cell(Some(&json!(1.5))), "1.5");
+        assert_eq!(cell(None), "");
+    }
+}
