@@ -111,6 +111,43 @@ async fn post(up: &ApiProcess, id: u64, key: &str, body: Value) -> Value {
     r.json().await.unwrap()
 }
 
+/// Every entry of the stream through the API, page by page.
+async fn read_all(up: &ApiProcess, id: u64, read_key: &str) -> Vec<Value> {
+    let mut out = Vec::new();
+    let mut cursor = String::new();
+    loop {
+        let r = Client::new()
+            .get(format!(
+                "{}/api/streams/{id}/entries?limit=10000{cursor}",
+                up.base
+            ))
+            .header("x-api-key", read_key)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::OK);
+        let page: Value = r.json().await.unwrap();
+        out.extend(page["entries"].as_array().unwrap().iter().cloned());
+        match page["next_cursor"].as_str() {
+            Some(c) => cursor = format!("&cursor={c}"),
+            None => return out,
+        }
+    }
+}
+
+/// The stream's rejected entries through the API.
+async fn rejected(up: &ApiProcess, id: u64, read_key: &str) -> Vec<Value> {
+    let r = Client::new()
+        .get(format!("{}/api/streams/{id}/rejected", up.base))
+        .header("x-api-key", read_key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let page: Value = r.json().await.unwrap();
+    page["rejected"].as_array().unwrap().clone()
+}
+
 fn token(dir: &Path) -> String {
     std::fs::read_to_string(dir.join("admin-token"))
         .unwrap()
@@ -123,7 +160,7 @@ async fn the_quickstart_walkthrough_archives_the_valid_entries_and_ctrl_c_drains
     let dir = tempfile::tempdir().unwrap();
     let mut up = start_up(dir.path()).await;
     let token = token(dir.path());
-    let (id, key, _) = create(&up, &token).await;
+    let (id, key, read_key) = create(&up, &token).await;
     post(
         &up,
         id,
@@ -173,6 +210,47 @@ async fn the_quickstart_walkthrough_archives_the_valid_entries_and_ctrl_c_drains
             ["4", "23.5", "41"]
         ])
     );
+    // Read back through the API (from the archive: no InfluxDB here), natively and as
+    // ThingSpeak; the invalid ones are under /rejected with their reasons.
+    let entries = read_all(&up, id, &read_key).await;
+    let data: Vec<(u64, Value)> = entries
+        .iter()
+        .map(|e| (e["seq"].as_u64().unwrap(), e["data"].clone()))
+        .collect();
+    assert_eq!(
+        data,
+        [
+            (1, json!({"temperature": 21.5, "humidity": 40})),
+            (2, json!({"temperature": 22.0})),
+            (4, json!({"temperature": 23.5, "humidity": 41}))
+        ]
+    );
+    let feeds: Value = Client::new()
+        .get(format!(
+            "{}/channels/{id}/feeds.json?api_key={read_key}",
+            up.base
+        ))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(feeds["feeds"][2]["entry_id"], json!(4));
+    assert_eq!(feeds["feeds"][2]["field1"], json!("23.5"));
+    assert_eq!(feeds["channel"]["last_entry_id"], json!(4));
+    let dead = rejected(&up, id, &read_key).await;
+    let reasons: Vec<(&str, &str)> = dead
+        .iter()
+        .map(|r| (r["kind"].as_str().unwrap(), r["body"].as_str().unwrap()))
+        .collect();
+    assert_eq!(reasons.len(), 2, "{dead:?}");
+    assert_eq!(
+        reasons[0],
+        ("schema_violation", "{\"temperature\":\"warm\"}")
+    );
+    assert_eq!(reasons[1].0, "schema_violation");
+    assert_eq!(dead[1]["violations"][0]["keyword"], json!("required"));
     // Ctrl-C after a burst: everything acknowledged is archived before the process exits.
     let burst: Vec<Value> = (0..2000).map(|i| json!({"temperature": i})).collect();
     post(&up, id, &key, json!(burst)).await;
@@ -255,6 +333,14 @@ async fn a_restart_keeps_streams_keys_and_every_entry_exactly_once() {
         ]]),
         "every entry exactly once"
     );
+    let read = read_all(&_up, id, &read_key).await;
+    let mut seqs: Vec<u64> = read.iter().map(|e| e["seq"].as_u64().unwrap()).collect();
+    seqs.dedup();
+    assert_eq!(
+        seqs,
+        (1..=2 * n).collect::<Vec<u64>>(),
+        "all can be read, once each"
+    );
     for (path, modified, len) in files_before {
         let m = std::fs::metadata(&path).unwrap();
         assert_eq!(
@@ -284,7 +370,7 @@ async fn the_same_walkthrough_runs_on_real_kafka_and_influxdb() {
         ],
     )
     .await;
-    let (id, key, _) = create(&up, crate::harness::ADMIN).await;
+    let (id, key, read_key) = create(&up, crate::harness::ADMIN).await;
     post(
         &up,
         id,
@@ -334,6 +420,17 @@ async fn the_same_walkthrough_runs_on_real_kafka_and_influxdb() {
         dead[0].value.as_deref(),
         Some(&b"{\"temperature\":\"warm\"}"[..])
     );
+    // Read back through the API, from InfluxDB, and the rejected one with its reason.
+    let entries = read_all(&up, id, &read_key).await;
+    let temperatures: Vec<Value> = entries
+        .iter()
+        .map(|e| e["data"]["temperature"].clone())
+        .collect();
+    assert_eq!(temperatures, [json!(21.5), json!(23.5)]);
+    let dead = rejected(&up, id, &read_key).await;
+    assert_eq!(dead.len(), 1);
+    assert_eq!(dead[0]["kind"], json!("schema_violation"));
+    assert_eq!(dead[0]["body"], json!("{\"temperature\":\"warm\"}"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
