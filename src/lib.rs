@@ -40,12 +40,16 @@ pub struct CompactConfig {
 }
 
 async fn compact(c: CompactConfig) -> anyhow::Result<()> {
-    let root = c
-        .archive
-        .archive
-        .clone()
-        .map(std::path::PathBuf::from)
-        .unwrap_or_else(|| c.log.data_dir.join("archive"));
+    let archive = c.archive.open(&c.log.data_dir)?;
+    let root = archive
+        .local()
+        .ok_or_else(|| {
+            anyhow::anyhow!(
+                "compaction works on a local archive; {} is an object store",
+                archive.describe()
+            )
+        })?
+        .to_owned();
     anyhow::ensure!(root.is_dir(), "no archive at {}", root.display());
     let topic = c.log.topics().valid;
     let target = c.target_rows.max(1);

@@ -90,7 +90,7 @@ pub async fn run(mut config: Config, shutdown: CancellationToken) -> anyhow::Res
              add --kafka-brokers to run on Kafka"
         ),
     }
-    let archive_root = config.archive.root(&config.log.data_dir)?;
+    let archive = config.archive.open(&config.log.data_dir)?;
     // The registry outlives the parts: it stops last.
     let registry_stop = CancellationToken::new();
     let rt = Runtime::start(&config.log, log, registry_stop.clone()).await?;
@@ -98,7 +98,7 @@ pub async fn run(mut config: Config, shutdown: CancellationToken) -> anyhow::Res
         thingtotal_ingest::routes(thingtotal_ingest::Ingest::new(rt.clone(), &config.limits))
             .or(thingtotal_api::routes(
                 thingtotal_api::Api::new(rt.clone(), Some(token.clone()))
-                    .reading(&config.influx, Some(archive_root)),
+                    .reading(&config.influx, Some(archive)),
             ))
             .unify()
             .or(http::ops_routes("up", rt.log.clone()))

@@ -81,12 +81,16 @@ impl Api {
     }
 
     /// Reads entries from InfluxDB when `influx` names one, and from the archive at `archive`.
-    pub fn reading(mut self, influx: &InfluxArgs, archive: Option<std::path::PathBuf>) -> Self {
+    pub fn reading(
+        mut self,
+        influx: &InfluxArgs,
+        archive: Option<thingtotal_common::archive::Archive>,
+    ) -> Self {
         self.reads.influx = influx.influx_url.as_deref().map(|url| {
             read::influx::InfluxReader::new(url, &influx.influx_token, &influx.influx_bucket)
         });
         self.reads.archive =
-            archive.map(|root| read::archive::ArchiveReader::new(root, &self.rt.topics.valid));
+            archive.map(|a| read::archive::ArchiveReader::new(a, &self.rt.topics.valid));
         self
     }
 
@@ -114,7 +118,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<()> {
 
 /// Runs the api part on `log`.
 pub async fn run_on(config: Config, log: Log, shutdown: CancellationToken) -> Result<()> {
-    let archive = config.archive.root(&config.log.data_dir)?;
+    let archive = config.archive.open(&config.log.data_dir)?;
     let rt = Runtime::start(&config.log, log, shutdown.clone()).await?;
     let api = Api::new(rt.clone(), config.admin.admin_token.clone())
         .reading(&config.influx, Some(archive));

@@ -129,15 +129,11 @@ pub struct ArchiveArgs {
 }
 
 impl ArchiveArgs {
-    /// The archive's directory: `--archive`, or `<data-dir>/archive`. Object-store URLs are
-    /// refused until they are supported.
-    pub fn root(&self, data_dir: &std::path::Path) -> Result<PathBuf> {
+    /// The archive: `--archive` (a directory or `s3://bucket/prefix`), or `<data-dir>/archive`.
+    pub fn open(&self, data_dir: &std::path::Path) -> Result<crate::archive::Archive> {
         match &self.archive {
-            Some(url) if url.contains("://") => Err(crate::Error::Config(format!(
-                "archive {url}: object-store URLs are not supported yet; use a directory"
-            ))),
-            Some(dir) => Ok(PathBuf::from(dir)),
-            None => Ok(data_dir.join("archive")),
+            Some(location) => crate::archive::Archive::open(location),
+            None => Ok(crate::archive::Archive::Local(data_dir.join("archive"))),
         }
     }
 }

@@ -7,6 +7,7 @@
 //! produce-and-commit is what gives the validator exactly-once, and group positions are only ever
 //! moved by an explicit commit, so a part that crashes resumes from its last durable output.
 
+pub mod archive;
 pub mod config;
 pub mod envelope;
 pub mod error;

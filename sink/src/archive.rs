@@ -5,8 +5,8 @@
 //! digits>.parquet`. There is one open file per (Kafka partition, stream, date); it is written when
 //! it reaches the row or byte limit, when it is older than the age limit (so an idle stream is
 //! flushed too), when an entry of a new stream version arrives, and at shutdown. A file is written
-//! to a temporary name, fsynced, renamed into place and its directory fsynced; only then can the
-//! group's position move past its rows. Each file's footer records the first and last offset it
+//! to a temporary name, fsynced, renamed into place and its directory fsynced (in an object
+//! store: one atomic `PUT`); only then can the group's position move past its rows. Each file's footer records the first and last offset it
 //! holds, so after a crash the archiver reads which offsets are already archived and skips them:
 //! no row is written twice and none is missed.
 
@@ -19,7 +19,7 @@ use parquet::arrow::ArrowWriter;
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::metadata::KeyValue;
 use parquet::file::properties::WriterProperties;
-use parquet::file::reader::{FileReader, SerializedFileReader};
+use thingtotal_common::archive::Archive;
 use thingtotal_common::envelope::ValidEntry;
 use thingtotal_common::log::{Consumed, Drain, GroupOptions, TopicPartitionOffset};
 use thingtotal_common::runtime::Runtime;
@@ -77,79 +77,69 @@ pub(crate) fn file_name(topic: &str, partition: i32, first_offset: i64) -> Strin
     format!("{topic}+{partition}+{first_offset:020}.parquet")
 }
 
-/// Reads every archived file of `topic` and the offsets it holds; removes temporary files a crash
-/// left behind.
-fn recover(root: &Path, topic: &str) -> Result<Archived> {
+/// Where a path of the archive (`stream=<id>/date=<d>/<name>`) puts its file.
+fn key_of(path: &str) -> Option<(StreamId, NaiveDate, &str)> {
+    let mut parts = path.split('/');
+    let stream = parts.next()?.strip_prefix("stream=")?.parse().ok()?;
+    let date = NaiveDate::parse_from_str(parts.next()?.strip_prefix("date=")?, "%Y-%m-%d").ok()?;
+    let name = parts.next()?;
+    parts.next().is_none().then_some((stream, date, name))
+}
+
+/// Reads every archived file of `topic` and the offsets its footer says it holds; in a local
+/// archive, removes temporary files a crash left behind.
+async fn recover(archive: &Archive, topic: &str) -> Result<Archived> {
     let mut archived = Archived::new();
-    let Ok(streams) = std::fs::read_dir(root) else {
-        return Ok(archived);
-    };
-    for s in streams.flatten() {
-        let Some(stream) = s
-            .file_name()
-            .to_str()
-            .and_then(|n| n.strip_prefix("stream="))
-            .and_then(|n| n.parse::<StreamId>().ok())
-        else {
+    for f in archive.list("").await? {
+        let Some((stream, date, name)) = key_of(&f.path) else {
             continue;
         };
-        for d in std::fs::read_dir(s.path())?.flatten() {
-            let Some(date) = d
-                .file_name()
-                .to_str()
-                .and_then(|n| n.strip_prefix("date="))
-                .and_then(|n| NaiveDate::parse_from_str(n, "%Y-%m-%d").ok())
-            else {
-                continue;
-            };
-            for f in std::fs::read_dir(d.path())?.flatten() {
-                let name = f.file_name().to_string_lossy().into_owned();
-                if name.ends_with(".tmp") {
-                    // Left by a crash; a live writer's temporary file is seconds old.
-                    let stale = f
-                        .metadata()
-                        .and_then(|m| m.modified())
-                        .is_ok_and(|t| t.elapsed().is_ok_and(|age| age > Duration::from_secs(600)));
-                    if stale {
-                        let _ = std::fs::remove_file(f.path());
-                    }
-                    continue;
-                }
-                let Some(partition) = partition_of(&name, topic) else {
-                    continue;
-                };
-                let reader = match std::fs::File::open(f.path())
-                    .map_err(|e| e.to_string())
-                    .and_then(|file| SerializedFileReader::new(file).map_err(|e| e.to_string()))
-                {
-                    Ok(r) => r,
-                    Err(e) => {
-                        // Not ours to judge: skip it rather than refuse to start.
-                        warn!(path = %f.path().display(), error = %e, "skipping an unreadable archive file");
-                        continue;
-                    }
-                };
-                let kv = reader
-                    .metadata()
-                    .file_metadata()
-                    .key_value_metadata()
-                    .cloned()
-                    .unwrap_or_default();
-                let get = |k: &str| {
-                    kv.iter()
-                        .find(|e| e.key == k)
-                        .and_then(|e| e.value.as_deref()?.parse::<i64>().ok())
-                };
-                if let (Some(first), Some(last)) = (get(FIRST_OFFSET), get(LAST_OFFSET)) {
-                    archived
-                        .entry((partition, stream, date))
-                        .or_default()
-                        .insert(first, last);
-                }
+        if name.ends_with(".tmp") {
+            if let Some(root) = archive.local() {
+                remove_if_stale(&root.join(&f.path));
             }
+            continue;
+        }
+        let Some(partition) = partition_of(name, topic) else {
+            continue;
+        };
+        let meta = match archive.metadata(&f).await {
+            Ok(m) => m,
+            Err(e) => {
+                // Not ours to judge: skip it rather than refuse to start.
+                warn!(path = %f.path, error = %e, "skipping an unreadable archive file");
+                continue;
+            }
+        };
+        let kv = meta
+            .metadata()
+            .file_metadata()
+            .key_value_metadata()
+            .cloned()
+            .unwrap_or_default();
+        let get = |k: &str| {
+            kv.iter()
+                .find(|e| e.key == k)
+                .and_then(|e| e.value.as_deref()?.parse::<i64>().ok())
+        };
+        if let (Some(first), Some(last)) = (get(FIRST_OFFSET), get(LAST_OFFSET)) {
+            archived
+                .entry((partition, stream, date))
+                .or_default()
+                .insert(first, last);
         }
     }
     Ok(archived)
+}
+
+/// Removes a temporary file a crash left; a live writer's temporary file is seconds old.
+fn remove_if_stale(path: &Path) {
+    let stale = std::fs::metadata(path)
+        .and_then(|m| m.modified())
+        .is_ok_and(|t| t.elapsed().is_ok_and(|age| age > Duration::from_secs(600)));
+    if stale {
+        let _ = std::fs::remove_file(path);
+    }
 }
 
 fn is_archived(archived: &Archived, key: &FileKey, offset: i64) -> bool {
@@ -180,18 +170,28 @@ pub(crate) fn write_synced(
         std::fs::create_dir_all(dir)?;
     }
     let file = std::fs::File::create(tmp)?;
+    encode(file, schema, metadata, batches)?.sync_all()?;
+    Ok(())
+}
+
+/// Encodes `batches` as a zstd Parquet file into `out`.
+pub(crate) fn encode<W: std::io::Write + Send>(
+    out: W,
+    schema: arrow::datatypes::SchemaRef,
+    metadata: Vec<KeyValue>,
+    batches: impl Iterator<Item = Result<arrow::record_batch::RecordBatch>>,
+) -> Result<W> {
     let props = WriterProperties::builder()
         .set_compression(Compression::ZSTD(ZstdLevel::default()))
         .set_max_row_group_row_count(Some(256 * 1024))
         .set_key_value_metadata(Some(metadata))
         .build();
     let storage = |e: parquet::errors::ParquetError| Error::Storage(e.to_string());
-    let mut writer = ArrowWriter::try_new(file, schema, Some(props)).map_err(storage)?;
+    let mut writer = ArrowWriter::try_new(out, schema, Some(props)).map_err(storage)?;
     for batch in batches {
         writer.write(&batch?).map_err(storage)?;
     }
-    writer.into_inner().map_err(storage)?.sync_all()?;
-    Ok(())
+    writer.into_inner().map_err(storage)
 }
 
 /// Renames `tmp` to `path` (replacing it atomically if it exists) and fsyncs the directory.
@@ -207,26 +207,66 @@ pub(crate) fn sync_dir(path: &Path) -> Result<()> {
     Ok(())
 }
 
-/// Writes one file atomically: temporary name, fsync, rename, fsync of the directory.
-pub(crate) fn write_file(
+/// The record batches of `rows`.
+fn batches<'a>(
+    columns: &'a Columns,
+    rows: &'a [ValidEntry],
+) -> impl Iterator<Item = Result<arrow::record_batch::RecordBatch>> + 'a {
+    rows.chunks(256 * 1024).map(|chunk| {
+        columns
+            .batch(chunk)
+            .map_err(|e| Error::Storage(e.to_string()))
+    })
+}
+
+/// Writes one file of a local archive atomically: temporary name, fsync, rename, fsync of the
+/// directory.
+pub(crate) fn write_local(
     path: &Path,
     columns: &Columns,
     rows: &[ValidEntry],
     metadata: Vec<KeyValue>,
 ) -> Result<()> {
     let tmp = temporary(path, "write");
-    let batches = rows.chunks(256 * 1024).map(|chunk| {
-        columns
-            .batch(chunk)
-            .map_err(|e| Error::Storage(e.to_string()))
-    });
-    write_synced(&tmp, columns.schema(), metadata, batches)?;
+    write_synced(&tmp, columns.schema(), metadata, batches(columns, rows))?;
     publish(&tmp, path)
+}
+
+/// Writes one file at `rel`: in a directory as [`write_local`] does, in an object store with
+/// one `PUT` of the whole file.
+async fn write_file(
+    archive: &Archive,
+    rel: String,
+    columns: Columns,
+    rows: Vec<ValidEntry>,
+    metadata: Vec<KeyValue>,
+) -> Result<()> {
+    match archive {
+        Archive::Local(root) => {
+            let path = root.join(&rel);
+            tokio::task::spawn_blocking(move || write_local(&path, &columns, &rows, metadata))
+                .await
+                .map_err(|_| Error::Closed)?
+        }
+        Archive::Remote { .. } => {
+            let bytes = tokio::task::spawn_blocking(move || {
+                encode(
+                    Vec::new(),
+                    columns.schema(),
+                    metadata,
+                    batches(&columns, &rows),
+                )
+            })
+            .await
+            .map_err(|_| Error::Closed)??;
+            archive.put(&rel, bytes.into()).await
+        }
+    }
 }
 
 struct Archiver {
     rt: Runtime,
-    root: PathBuf,
+    archive: Archive,
     rollover: Rollover,
     open: HashMap<FileKey, OpenFile>,
     archived: Archived,
@@ -264,15 +304,12 @@ impl Archiver {
                 (Columns::of(&empty), "{}".to_owned())
             }
         };
-        let path = self
-            .root
-            .join(format!("stream={}", key.stream))
-            .join(format!("date={}", key.date.format("%Y-%m-%d")))
-            .join(file_name(
-                &self.rt.topics.valid,
-                key.partition,
-                file.first_offset,
-            ));
+        let path = format!(
+            "stream={}/date={}/{}",
+            key.stream,
+            key.date.format("%Y-%m-%d"),
+            file_name(&self.rt.topics.valid, key.partition, file.first_offset)
+        );
         let metadata = vec![
             KeyValue::new(FIRST_OFFSET.to_owned(), file.first_offset.to_string()),
             KeyValue::new(LAST_OFFSET.to_owned(), file.last_offset.to_string()),
@@ -286,12 +323,7 @@ impl Archiver {
         let rows = file.rows.len();
         let bytes = file.bytes;
         let started = Instant::now();
-        let written = tokio::task::spawn_blocking({
-            let path = path.clone();
-            move || write_file(&path, &columns, &file.rows, metadata)
-        })
-        .await
-        .map_err(|_| Error::Closed)?;
+        let written = write_file(&self.archive, path.clone(), columns, file.rows, metadata).await;
         // On failure nothing is recorded as archived: the rows are consumed again after a rewind.
         written?;
         metrics::counter!("thingtotal_sink_archive_files_total").increment(1);
@@ -303,7 +335,7 @@ impl Archiver {
             .entry((key.partition, key.stream, key.date))
             .or_default()
             .insert(file.first_offset, file.last_offset);
-        info!(path = %path.display(), rows, "archived");
+        info!(%path, rows, "archived");
         Ok(())
     }
 
@@ -413,23 +445,20 @@ impl Archiver {
     }
 }
 
-/// Archives `entries.valid` under `root` until `shutdown`; at shutdown every open file is written
-/// and committed.
+/// Archives `entries.valid` into `archive` until `shutdown`; at shutdown every open file is
+/// written and committed.
 pub(crate) async fn run(
     rt: Runtime,
-    root: PathBuf,
+    archive: Archive,
     rollover: Rollover,
     group: String,
     mut drain: Drain,
     shutdown: CancellationToken,
 ) -> Result<()> {
-    std::fs::create_dir_all(&root)?;
-    let archived = {
-        let (root, topic) = (root.clone(), rt.topics.valid.clone());
-        tokio::task::spawn_blocking(move || recover(&root, &topic))
-            .await
-            .map_err(|_| Error::Closed)??
-    };
+    if let Some(root) = archive.local() {
+        std::fs::create_dir_all(root)?;
+    }
+    let archived = recover(&archive, &rt.topics.valid).await?;
     let mut consumer = rt
         .log
         .consumer(GroupOptions {
@@ -439,10 +468,10 @@ pub(crate) async fn run(
             instance_id: String::new(),
         })
         .await?;
-    info!(%group, root = %root.display(), files = archived.values().map(BTreeMap::len).sum::<usize>(), "archiver consuming");
+    info!(%group, archive = %archive.describe(), files = archived.values().map(BTreeMap::len).sum::<usize>(), "archiver consuming");
     let mut a = Archiver {
         rt: rt.clone(),
-        root,
+        archive,
         rollover: Rollover {
             age: rollover.age.max(Duration::from_millis(100)),
             ..rollover
@@ -460,9 +489,8 @@ pub(crate) async fn run(
     let mut empty_polls = 0u32;
     loop {
         if needs_reread {
-            let (root, topic) = (a.root.clone(), rt.topics.valid.clone());
-            match tokio::task::spawn_blocking(move || recover(&root, &topic)).await {
-                Ok(Ok(archived)) => {
+            match recover(&a.archive, &rt.topics.valid).await {
+                Ok(archived) => {
                     a.archived = archived;
                     needs_reread = false;
                 }

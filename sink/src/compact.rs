@@ -238,7 +238,7 @@ pub fn compact(root: &Path, topic: &str, target_rows: i64) -> Result<(usize, usi
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::archive::write_file;
+    use crate::archive::write_local;
     use crate::columns::Columns;
     use thingtotal_common::envelope::ValidEntry;
     use thingtotal_common::stream::StreamRecord;
@@ -281,7 +281,7 @@ mod tests {
                 kv("thingtotal.stream_version", "1".into()),
                 kv("thingtotal.schema", stream().schema.to_string()),
             ];
-            write_file(&path, &columns, &entries, meta).unwrap();
+            write_local(&path, &columns, &entries, meta).unwrap();
         }
     }
 

@@ -144,7 +144,7 @@ pub fn spawn(
 ) -> JoinSet<thingtotal_common::Result<()>> {
     let mut set = JoinSet::new();
     if args.sink_archive {
-        match archive.root(data_dir) {
+        match archive.open(data_dir) {
             Err(e) => {
                 set.spawn(async move { Err(e) });
             }

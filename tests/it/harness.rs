@@ -22,6 +22,8 @@ pub(crate) struct Services {
     pub(crate) influx_url: String,
     pub(crate) influx_org: String,
     pub(crate) influx_token: String,
+    /// An S3-compatible store's endpoint and bucket, for the archive's object-store tests.
+    pub(crate) s3: Option<(String, String)>,
 }
 
 const HOW_TO_START: &str = "the integration tests need a real Kafka and InfluxDB. Start them with \
@@ -43,6 +45,12 @@ pub(crate) fn services() -> &'static Services {
                 influx_url,
                 influx_org: env("THINGTOTAL_INFLUX_ORG").unwrap_or_else(|| "thingtotal".into()),
                 influx_token: env("THINGTOTAL_INFLUX_TOKEN").unwrap_or_default(),
+                s3: env("THINGTOTAL_S3_ENDPOINT").map(|e| {
+                    (
+                        e,
+                        env("THINGTOTAL_S3_BUCKET").unwrap_or_else(|| "thingtotal".into()),
+                    )
+                }),
             },
             // testcontainers' blocking runner makes its own runtime, so not on a test's runtime.
             _ if containers::docker_available() => std::thread::spawn(containers::start)
@@ -287,15 +295,19 @@ pub(crate) fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
 
 /// Runs `sql` with duckdb over the archive (Hive partitioning) and returns its rows as JSON.
 pub(crate) fn duckdb(root: &std::path::Path, sql: &str) -> Value {
-    let python = std::env::var("THINGTOTAL_PYTHON").expect(
-        "THINGTOTAL_PYTHON names a Python with duckdb and pyarrow: scripts/test sets it up",
-    );
-    let script = format!(
+    python(&format!(
         "import duckdb, json\n\
          duckdb.sql(\"create view archive as select * from read_parquet('{}/**/*.parquet', hive_partitioning=true)\")\n\
          rel = duckdb.sql({sql:?})\n\
          print(json.dumps([[str(v) for v in row] for row in rel.fetchall()]))",
         root.display()
+    ))
+}
+
+/// Runs a Python script with pyarrow and duckdb at hand; what it prints is JSON.
+pub(crate) fn python(script: &str) -> Value {
+    let python = std::env::var("THINGTOTAL_PYTHON").expect(
+        "THINGTOTAL_PYTHON names a Python with duckdb and pyarrow: scripts/test sets it up",
     );
     let out = std::process::Command::new(python)
         .arg("-c")
@@ -304,7 +316,7 @@ pub(crate) fn duckdb(root: &std::path::Path, sql: &str) -> Value {
         .unwrap();
     assert!(
         out.status.success(),
-        "duckdb: {}",
+        "python: {}",
         String::from_utf8_lossy(&out.stderr)
     );
     serde_json::from_slice(&out.stdout).unwrap()
@@ -369,6 +381,7 @@ mod containers {
             influx_url: format!("http://127.0.0.1:{influx_port}"),
             influx_org: "thingtotal".into(),
             influx_token: String::new(),
+            s3: None,
         }
     }
 }

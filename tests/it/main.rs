@@ -7,6 +7,7 @@ mod harness;
 mod influx;
 mod ingest;
 mod log_conformance;
+mod object_store;
 mod reads;
 mod registry;
 mod sink;

@@ -11,8 +11,6 @@
 //! middle of it can see both, so rows are deduplicated by `seq`, which is unique in a stream.
 
 use std::collections::HashSet;
-use std::fs::File;
-use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use arrow::array::{
@@ -21,12 +19,12 @@ use arrow::array::{
 };
 use arrow::datatypes::{DataType, TimeUnit};
 use chrono::{DateTime, NaiveDate};
-use parquet::arrow::arrow_reader::{
-    ArrowReaderMetadata, ArrowReaderOptions, ParquetRecordBatchReaderBuilder,
-};
-use parquet::arrow::ProjectionMask;
+use futures::{StreamExt, TryStreamExt};
+use parquet::arrow::arrow_reader::ArrowReaderMetadata;
+use parquet::arrow::{ParquetRecordBatchStreamBuilder, ProjectionMask};
 use parquet::file::statistics::Statistics;
 use serde_json::Value;
+use thingtotal_common::archive::{Archive, ArchiveFile};
 use thingtotal_common::envelope::format_time;
 use thingtotal_common::problem::Problem;
 
@@ -39,7 +37,7 @@ const FIXED: [&str; 5] = ["entry_id", "seq", "ts", "received_at", "stream_versio
 /// The Parquet archive as a read backend.
 #[derive(Debug, Clone)]
 pub(crate) struct ArchiveReader {
-    root: PathBuf,
+    archive: Archive,
     /// File names start with `<topic>+`.
     topic: String,
 }
@@ -47,7 +45,7 @@ pub(crate) struct ArchiveReader {
 /// A row group that may hold entries of the range.
 #[derive(Debug, Clone)]
 struct Candidate {
-    file: Arc<(PathBuf, ArrowReaderMetadata)>,
+    file: Arc<(ArchiveFile, ArrowReaderMetadata)>,
     row_group: usize,
     min_us: i64,
     max_us: i64,
@@ -59,9 +57,9 @@ fn failed(e: impl std::fmt::Display) -> Problem {
 }
 
 impl ArchiveReader {
-    pub(crate) fn new(root: impl Into<PathBuf>, valid_topic: &str) -> Self {
+    pub(crate) fn new(archive: Archive, valid_topic: &str) -> Self {
         Self {
-            root: root.into(),
+            archive,
             topic: valid_topic.to_owned(),
         }
     }
@@ -72,38 +70,7 @@ impl ArchiveReader {
         shape: &Shape,
         q: &EntriesQuery,
     ) -> Result<Vec<Row>, Problem> {
-        let (this, shape, q) = (self.clone(), shape.clone(), q.clone());
-        tokio::task::spawn_blocking(move || this.entries_blocking(&shape, &q))
-            .await
-            .map_err(failed)?
-    }
-
-    /// Every entry in `range`, with the values of `leaves` only (the rest are `None`).
-    pub(crate) async fn rows(
-        &self,
-        shape: &Shape,
-        range: Range,
-        leaves: &[usize],
-    ) -> Result<Vec<Row>, Problem> {
-        let (this, shape, leaves) = (self.clone(), shape.clone(), leaves.to_vec());
-        tokio::task::spawn_blocking(move || {
-            let mut seen = HashSet::new();
-            let mut rows = Vec::new();
-            for c in this.candidates(shape.stream_id, range)? {
-                read_group(&c, &shape, &leaves, &mut |r| {
-                    if range.contains(r.ts_us) && seen.insert(r.seq) {
-                        rows.push(r);
-                    }
-                })?;
-            }
-            Ok(rows)
-        })
-        .await
-        .map_err(failed)?
-    }
-
-    fn entries_blocking(&self, shape: &Shape, q: &EntriesQuery) -> Result<Vec<Row>, Problem> {
-        let mut candidates = self.candidates(shape.stream_id, q.range)?;
+        let mut candidates = self.candidates(shape.stream_id, q.range).await?;
         if q.desc {
             candidates.sort_by_key(|c| std::cmp::Reverse(c.max_us));
         } else {
@@ -135,71 +102,101 @@ impl ArchiveReader {
                     break;
                 }
             }
-            read_group(c, shape, &all, &mut |r| {
+            read_group(&self.archive, c, shape, &all, &mut |r| {
                 if q.range.contains(r.ts_us) && q.past_cursor(r.key) && seen.insert(r.seq) {
                     rows.push(r);
                 }
-            })?;
+            })
+            .await?;
         }
         order(&mut rows);
         Ok(rows)
     }
 
+    /// Every entry in `range`, with the values of `leaves` only (the rest are `None`).
+    pub(crate) async fn rows(
+        &self,
+        shape: &Shape,
+        range: Range,
+        leaves: &[usize],
+    ) -> Result<Vec<Row>, Problem> {
+        let mut seen = HashSet::new();
+        let mut rows = Vec::new();
+        for c in self.candidates(shape.stream_id, range).await? {
+            read_group(&self.archive, &c, shape, leaves, &mut |r| {
+                if range.contains(r.ts_us) && seen.insert(r.seq) {
+                    rows.push(r);
+                }
+            })
+            .await?;
+        }
+        Ok(rows)
+    }
+
     /// The row groups of `stream`'s files whose `ts` statistics overlap `range`.
-    fn candidates(&self, stream: u64, range: Range) -> Result<Vec<Candidate>, Problem> {
-        let dir = self.root.join(format!("stream={stream}"));
+    async fn candidates(&self, stream: u64, range: Range) -> Result<Vec<Candidate>, Problem> {
         let first = date_of(range.start_us);
         let last = date_of(range.end_us - 1);
+        let prefix = format!("{}+", self.topic);
+        let files: Vec<ArchiveFile> = self
+            .archive
+            .list(&format!("stream={stream}"))
+            .await
+            .map_err(failed)?
+            .into_iter()
+            .filter(|f| {
+                let mut parts = f.path.split('/').skip(1);
+                let date = parts
+                    .next()
+                    .and_then(|d| d.strip_prefix("date="))
+                    .and_then(|d| NaiveDate::parse_from_str(d, "%Y-%m-%d").ok());
+                let name = parts.next().unwrap_or_default();
+                date.is_some_and(|d| !(first.is_some_and(|f| d < f) || last.is_some_and(|l| d > l)))
+                    && name.ends_with(".parquet")
+                    && name.starts_with(&prefix)
+            })
+            .collect();
+        // Footers are small: fetch a few at a time, which matters on an object store.
+        let footers: Vec<(ArchiveFile, Option<ArrowReaderMetadata>)> = futures::stream::iter(files)
+            .map(|f| async move {
+                match self.archive.metadata(&f).await {
+                    Ok(m) => Ok((f, Some(m))),
+                    // Compaction removed it since the listing; its rows are in the merged file.
+                    Err(thingtotal_common::Error::Io(e))
+                        if e.kind() == std::io::ErrorKind::NotFound =>
+                    {
+                        Ok((f, None))
+                    }
+                    Err(e) => Err(failed(e)),
+                }
+            })
+            .buffered(8)
+            .try_collect()
+            .await?;
         let mut out = Vec::new();
-        for date_dir in list(&dir)? {
-            let Some(date) = date_dir
-                .file_name()
-                .and_then(|n| n.to_str())
-                .and_then(|n| n.strip_prefix("date="))
-                .and_then(|d| NaiveDate::parse_from_str(d, "%Y-%m-%d").ok())
-            else {
+        for (f, meta) in footers {
+            let Some(meta) = meta else { continue };
+            let Some(ts) = meta.schema().index_of("ts").ok() else {
                 continue;
             };
-            if first.is_some_and(|f| date < f) || last.is_some_and(|l| date > l) {
-                continue;
-            }
-            for path in list(&date_dir)? {
-                let Some(name) = path.file_name().and_then(|n| n.to_str()) else {
-                    continue;
+            let file = Arc::new((f, meta));
+            for (i, rg) in file.1.metadata().row_groups().iter().enumerate() {
+                let (min_us, max_us) = match rg.column(ts).statistics() {
+                    Some(Statistics::Int64(s)) => (
+                        s.min_opt().copied().unwrap_or(i64::MIN),
+                        s.max_opt().copied().unwrap_or(i64::MAX),
+                    ),
+                    _ => (i64::MIN, i64::MAX),
                 };
-                if !(name.ends_with(".parquet") && name.starts_with(&format!("{}+", self.topic))) {
+                if max_us < range.start_us || min_us >= range.end_us {
                     continue;
                 }
-                let file = match File::open(&path) {
-                    Ok(f) => f,
-                    // Compaction removed it since the listing.
-                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
-                    Err(e) => return Err(failed(format!("{}: {e}", path.display()))),
-                };
-                let meta = ArrowReaderMetadata::load(&file, ArrowReaderOptions::new())
-                    .map_err(|e| failed(format!("{}: {e}", path.display())))?;
-                let Some(ts) = meta.schema().index_of("ts").ok() else {
-                    continue;
-                };
-                let file = Arc::new((path.clone(), meta));
-                for (i, rg) in file.1.metadata().row_groups().iter().enumerate() {
-                    let (min_us, max_us) = match rg.column(ts).statistics() {
-                        Some(Statistics::Int64(s)) => (
-                            s.min_opt().copied().unwrap_or(i64::MIN),
-                            s.max_opt().copied().unwrap_or(i64::MAX),
-                        ),
-                        _ => (i64::MIN, i64::MAX),
-                    };
-                    if max_us < range.start_us || min_us >= range.end_us {
-                        continue;
-                    }
-                    out.push(Candidate {
-                        file: file.clone(),
-                        row_group: i,
-                        min_us,
-                        max_us,
-                    });
-                }
+                out.push(Candidate {
+                    file: file.clone(),
+                    row_group: i,
+                    min_us,
+                    max_us,
+                });
             }
         }
         Ok(out)
@@ -210,18 +207,6 @@ fn date_of(us: i64) -> Option<NaiveDate> {
     DateTime::from_timestamp_micros(us).map(|t| t.date_naive())
 }
 
-/// The entries of a directory, sorted; none if it does not exist.
-fn list(dir: &Path) -> Result<Vec<PathBuf>, Problem> {
-    let entries = match std::fs::read_dir(dir) {
-        Ok(e) => e,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(e) => return Err(failed(format!("{}: {e}", dir.display()))),
-    };
-    let mut out: Vec<PathBuf> = entries.filter_map(|e| e.ok().map(|e| e.path())).collect();
-    out.sort();
-    Ok(out)
-}
-
 /// Where a leaf's value is in a file: its column, and the path inside it for a nested leaf,
 /// whose top-level property the archive keeps as JSON text.
 struct Source<'a> {
@@ -230,13 +215,15 @@ struct Source<'a> {
 }
 
 /// Reads one row group, handing every row to `sink`. Only the leaves in `wanted` get values.
-fn read_group(
+async fn read_group(
+    archive: &Archive,
     c: &Candidate,
     shape: &Shape,
     wanted: &[usize],
-    sink: &mut dyn FnMut(Row),
+    sink: &mut (dyn FnMut(Row) + Send),
 ) -> Result<(), Problem> {
-    let (path, meta) = &*c.file;
+    let (file, meta) = &*c.file;
+    let path = &file.path;
     let schema = meta.schema();
     let index = |name: &str| schema.index_of(name).ok();
     let (Some(entry_id), Some(seq), Some(ts)) = (index("entry_id"), index("seq"), index("ts"))
@@ -267,19 +254,25 @@ fn read_group(
         }
         sources.push(source);
     }
-    let file = File::open(path).map_err(|e| failed(format!("{}: {e}", path.display())))?;
+    let input = archive
+        .reader(file)
+        .await
+        .map_err(|e| failed(format!("{path}: {e}")))?;
     let mask = ProjectionMask::roots(meta.parquet_schema(), columns.iter().copied());
-    let reader = ParquetRecordBatchReaderBuilder::new_with_metadata(file, meta.clone())
+    let mut reader = ParquetRecordBatchStreamBuilder::new_with_metadata(input, meta.clone())
         .with_row_groups(vec![c.row_group])
         .with_projection(mask)
         .build()
-        .map_err(|e| failed(format!("{}: {e}", path.display())))?;
+        .map_err(|e| failed(format!("{path}: {e}")))?;
     // The projected batch keeps the file's column order; find each column in it.
     let mut projected: Vec<usize> = columns.clone();
     projected.sort_unstable();
     let at = |column: usize| projected.binary_search(&column).expect("projected");
-    for batch in reader {
-        let batch = batch.map_err(|e| failed(format!("{}: {e}", path.display())))?;
+    while let Some(batch) = reader
+        .try_next()
+        .await
+        .map_err(|e| failed(format!("{path}: {e}")))?
+    {
         let ids = batch.column(at(entry_id)).as_string::<i32>().clone();
         let seqs = batch
             .column(at(seq))
