@@ -53,10 +53,12 @@ async fn compact(c: CompactConfig) -> anyhow::Result<()> {
     anyhow::ensure!(root.is_dir(), "no archive at {}", root.display());
     let topic = c.log.topics().valid;
     let target = c.target_rows.max(1);
+    let shown = root.display().to_string();
     let (before, after) = tokio::task::spawn_blocking(move || {
-        thingtotal_sink::compact::compact(&root, &topic, target)
+        thingtotal_sink::compact::compact_locked(&root, &topic, target)
     })
-    .await??;
+    .await??
+    .ok_or_else(|| anyhow::anyhow!("another compaction is running on {shown}; try again later"))?;
     println!("compacted {before} files into {after}");
     Ok(())
 }

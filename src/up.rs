@@ -80,6 +80,8 @@ const DRAIN_LIMIT: Duration = Duration::from_secs(60);
 pub async fn run(mut config: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
     // On one machine an entry should be readable from the archive within about 5 seconds.
     config.sink.archive_max_age_secs = config.sink.archive_max_age_secs.min(5.0);
+    // Which makes many small files: merge them every five minutes unless told otherwise.
+    config.sink.archive_compact_every_secs.get_or_insert(300.0);
     let token = admin_token(config.admin.admin_token.as_deref(), &config.log.data_dir)?;
     let log = config.log.open()?;
     match config.log.kafka_brokers.as_deref() {

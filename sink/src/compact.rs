@@ -216,6 +216,60 @@ fn merge_run(dir: &Path, topic: &str, run: &[FileInfo], crash: Option<Step>) -> 
     Ok(())
 }
 
+/// The lock that keeps two compactions (the sink's periodic one, `thingtotal compact`, another
+/// sink process on the same directory) from working on one archive at once.
+const LOCK: &str = ".compaction.lock";
+
+/// Compacts `root` as [`compact`] does, holding the archive's compaction lock. `None` when
+/// another compaction holds it.
+pub fn compact_locked(
+    root: &Path,
+    topic: &str,
+    target_rows: i64,
+) -> Result<Option<(usize, usize)>> {
+    std::fs::create_dir_all(root)?;
+    let lock = std::fs::File::create(root.join(LOCK))?;
+    match lock.try_lock() {
+        Ok(()) => {}
+        Err(std::fs::TryLockError::WouldBlock) => return Ok(None),
+        Err(std::fs::TryLockError::Error(e)) => return Err(e.into()),
+    }
+    // The lock goes with the file handle, at the end of this function.
+    compact(root, topic, target_rows).map(Some)
+}
+
+/// Compacts `root` every `every` until `shutdown`: the sink's periodic compaction.
+pub(crate) async fn every(
+    root: PathBuf,
+    topic: String,
+    target_rows: i64,
+    every: std::time::Duration,
+    shutdown: thingtotal_common::CancellationToken,
+) -> Result<()> {
+    info!(root = %root.display(), every = ?every, "periodic compaction");
+    loop {
+        tokio::select! {
+            () = tokio::time::sleep(every) => {}
+            () = shutdown.cancelled() => return Ok(()),
+        }
+        let (r, t) = (root.clone(), topic.clone());
+        match tokio::task::spawn_blocking(move || compact_locked(&r, &t, target_rows)).await {
+            Ok(Ok(Some((before, after)))) => {
+                metrics::counter!("thingtotal_sink_compactions_total").increment(1);
+                metrics::counter!("thingtotal_sink_compacted_files_total")
+                    .increment(before.saturating_sub(after) as u64);
+                if before != after {
+                    info!(before, after, "compacted the archive");
+                }
+            }
+            Ok(Ok(None)) => info!("another compaction holds the archive; skipping this round"),
+            // A failed round leaves the archive correct (see the module's notes); retry later.
+            Ok(Err(e)) => warn!(error = %e, "compaction failed; trying again next round"),
+            Err(e) => warn!(error = %e, "compaction task failed; trying again next round"),
+        }
+    }
+}
+
 /// Compacts every `stream=…/date=…` directory under `root`; returns (files before, after).
 pub fn compact(root: &Path, topic: &str, target_rows: i64) -> Result<(usize, usize)> {
     let mut total = (0, 0);
@@ -311,6 +365,16 @@ mod tests {
         }
         seqs.sort();
         (seqs, files)
+    }
+
+    #[test]
+    fn one_compaction_at_a_time() {
+        let dir = tempfile::tempdir().unwrap();
+        let held = std::fs::File::create(dir.path().join(LOCK)).unwrap();
+        held.lock().unwrap();
+        assert_eq!(compact_locked(dir.path(), TOPIC, 10).unwrap(), None);
+        drop(held);
+        assert_eq!(compact_locked(dir.path(), TOPIC, 10).unwrap(), Some((0, 0)));
     }
 
     #[test]

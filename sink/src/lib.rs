@@ -23,7 +23,7 @@ use thingtotal_common::problem;
 use thingtotal_common::runtime::Runtime;
 use thingtotal_common::{http, CancellationToken};
 use tokio::task::JoinSet;
-use tracing::info;
+use tracing::{info, warn};
 use warp::Filter;
 
 pub use archive::Rollover;
@@ -83,6 +83,10 @@ pub struct SinkArgs {
     /// Seconds before an archive file is written however small (an idle stream is flushed too).
     #[arg(long, env = "THINGTOTAL_ARCHIVE_MAX_AGE_SECS", default_value_t = 60.0)]
     pub archive_max_age_secs: f64,
+    /// Seconds between compactions of a local archive by the sink (merging small files up to
+    /// --archive-max-rows); off unless set (`up`: every 300 s).
+    #[arg(long, env = "THINGTOTAL_ARCHIVE_COMPACT_EVERY_SECS")]
+    pub archive_compact_every_secs: Option<f64>,
 }
 
 /// The sink's errors.
@@ -149,6 +153,21 @@ pub fn spawn(
                 set.spawn(async move { Err(e) });
             }
             Ok(root) => {
+                match (root.local(), args.archive_compact_every_secs) {
+                    (Some(dir), Some(secs)) if secs > 0.0 => {
+                        set.spawn(compact::every(
+                            dir.to_owned(),
+                            rt.topics.valid.clone(),
+                            args.archive_max_rows.max(1) as i64,
+                            Duration::from_secs_f64(secs.max(1.0)),
+                            shutdown.clone(),
+                        ));
+                    }
+                    (None, Some(secs)) if secs > 0.0 => {
+                        warn!("--archive-compact-every-secs: compaction works on a local archive only")
+                    }
+                    _ => {}
+                }
                 let rollover = Rollover {
                     rows: args.archive_max_rows.max(1),
                     bytes: args.archive_max_bytes.max(1),

@@ -493,3 +493,60 @@ async fn compaction_merges_small_files_and_every_query_answers_the_same() {
         json!([["1501", "1501"]])
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_sink_compacts_the_archive_while_it_runs_and_reads_stay_exact() {
+    let dir = tempfile::tempdir().unwrap();
+    let archive = dir.path().join("archive");
+    let up = start_up_with(
+        dir.path(),
+        &[
+            "--archive-max-age-secs",
+            "0.2",
+            "--archive-compact-every-secs",
+            "2",
+        ],
+    )
+    .await;
+    let token = token(dir.path());
+    let (id, key, read_key) = create(&up, &token).await;
+    let parquet = || {
+        walk(&archive)
+            .into_iter()
+            .filter(|p| p.extension().is_some_and(|e| e == "parquet"))
+            .count()
+    };
+    // Small requests a little apart: each becomes a file of its own, until compaction merges.
+    let mut most = 0;
+    for chunk in 0..12 {
+        let entries: Vec<Value> = (0..50)
+            .map(|i| json!({"temperature": chunk * 100 + i}))
+            .collect();
+        post(&up, id, &key, json!(entries)).await;
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        most = most.max(parquet());
+    }
+    assert!(
+        most >= 3,
+        "small files were written: at most {most} at once"
+    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let rows = archive_rows(
+            &archive,
+            "select count(*), count(distinct entry_id), min(seq), max(seq) from archive",
+        );
+        if rows == json!([["600", "600", "1", "600"]]) && parquet() == 1 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{rows} in {} files (at most {most} before)",
+            parquet()
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let read = read_all(&up, id, &read_key).await;
+    let seqs: Vec<u64> = read.iter().map(|e| e["seq"].as_u64().unwrap()).collect();
+    assert_eq!(seqs, (1..=600).collect::<Vec<u64>>());
+}
