@@ -102,6 +102,10 @@ struct RunArgs {
     /// Most entries one prefilled measurement may use (keeps the disk in check).
     #[arg(long, default_value_t = 8_000_000)]
     max_prefill: u64,
+    /// An extra variable for every part, as KEY=VALUE (repeatable): to try a setting, such as
+    /// THINGTOTAL_KAFKA_OPTIONS=linger.ms=1. Results name every one in their header.
+    #[arg(long, value_name = "KEY=VALUE")]
+    part_env: Vec<String>,
     /// Name of the results files [default: today's date, UTC].
     #[arg(long)]
     name: Option<String>,

@@ -136,6 +136,8 @@ pub(crate) struct Launcher {
     pub(crate) data: PathBuf,
     pub(crate) services: Services,
     pub(crate) partitions: i32,
+    /// Extra variables for every part (`--part-env`).
+    pub(crate) part_env: Vec<(String, String)>,
 }
 
 impl Launcher {
@@ -169,7 +171,12 @@ impl Launcher {
                 "RUST_LOG",
                 std::env::var("THINGTOTAL_BENCH_PART_LOG").unwrap_or_else(|_| "warn".into()),
             );
-        for (k, v) in env {
+        for (k, v) in self
+            .part_env
+            .iter()
+            .map(|(k, v)| (k.as_str(), v))
+            .chain(env.iter().map(|(k, v)| (*k, v)))
+        {
             cmd.env(k, v);
         }
         Proc::spawn(part, cmd, port, &self.log(part), true).await

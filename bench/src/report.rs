@@ -126,6 +126,7 @@ struct Settings {
     connections: usize,
     bulk_connections: usize,
     partitions: i32,
+    part_env: Vec<String>,
 }
 
 #[derive(Serialize)]
@@ -235,6 +236,13 @@ pub(crate) fn write(
         m.load_average,
         bin.display()
     );
+    if !args.part_env.is_empty() {
+        let _ = writeln!(
+            md,
+            "**Settings changed for this run**, in every part: `{}`.\n",
+            args.part_env.join("`, `")
+        );
+    }
     md.push_str(
         "Each figure is the median of the repeats with their range in brackets; each ratio is the \
          figure over its baseline taken repeat by repeat (so both saw the same machine), then the \
@@ -318,6 +326,7 @@ pub(crate) fn write(
             connections: args.connections,
             bulk_connections: args.bulk_connections,
             partitions: args.partitions,
+            part_env: args.part_env.clone(),
         },
         rows,
         memory,

@@ -311,6 +311,14 @@ pub(crate) async fn run(args: RunArgs) -> anyhow::Result<()> {
             data: work.join("data"),
             services: services.clone(),
             partitions: args.partitions,
+            part_env: args
+                .part_env
+                .iter()
+                .map(|kv| match kv.split_once('=') {
+                    Some((k, v)) => Ok((k.to_owned(), v.to_owned())),
+                    None => Err(anyhow::anyhow!("--part-env {kv:?} is not KEY=VALUE")),
+                })
+                .collect::<anyhow::Result<_>>()?,
         },
         args,
         services,
