@@ -221,10 +221,11 @@ pub(crate) fn write(
     let _ = writeln!(md, "# ThingTotal benchmark results, {name}\n");
     let _ = writeln!(
         md,
-        "Run by `scripts/bench` at {} UTC on commit `{commit}`, {:.0} s in all: each measurement {} s, \
+        "Run as `thingtotal-bench {}` at {} UTC on commit `{commit}`, {:.0} s in all: each measurement {} s, \
          {} repeats, the order of part and baseline alternating between repeats. Machine: {} cores \
          ({}), {:.0} GiB, Linux {}, load average {} at the end; shared with other work while it ran. \
          Kafka and InfluxDB ran on loopback on the same machine. `thingtotal` binary: `{}`.\n",
+        std::env::args().skip(1).collect::<Vec<_>>().join(" "),
         started_at.format("%Y-%m-%d %H:%M"),
         took.as_secs_f64(),
         args.seconds,
