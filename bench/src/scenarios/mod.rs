@@ -245,7 +245,7 @@ pub(crate) fn say(msg: impl std::fmt::Display) {
 /// The order of repeat `r`: `true` for the part, `false` for its baseline. Alternating which
 /// goes first cancels drift in a noisy machine (a compile finishing, a cache warming).
 pub(crate) fn order(r: usize) -> [bool; 2] {
-    if r % 2 == 0 {
+    if r.is_multiple_of(2) {
         [true, false]
     } else {
         [false, true]
