@@ -54,7 +54,9 @@ struct OpenFile {
     version: u32,
     first_offset: i64,
     last_offset: i64,
-    rows: Vec<ValidEntry>,
+    /// The envelopes as they were read: decoded only when the file is written, so an open file
+    /// holds about its input's bytes (a decoded envelope takes several times more memory).
+    rows: Vec<bytes::Bytes>,
     bytes: usize,
     opened: Instant,
 }
@@ -207,14 +209,41 @@ pub(crate) fn sync_dir(path: &Path) -> Result<()> {
     Ok(())
 }
 
-/// The record batches of `rows`.
+/// What the archiver reads of an envelope to place it: the rest is decoded when its file is
+/// written.
+#[derive(serde::Deserialize)]
+struct Head {
+    stream_id: StreamId,
+    stream_version: u32,
+    ts: chrono::DateTime<chrono::Utc>,
+}
+
+/// Decodes the envelopes of a file; one that does not decode is skipped with a warning, as
+/// anything on `entries.valid` that is not an envelope is.
+fn decode(rows: &[bytes::Bytes]) -> Vec<ValidEntry> {
+    rows.iter()
+        .filter_map(|r| match serde_json::from_slice(r) {
+            Ok(e) => Some(e),
+            Err(e) => {
+                warn!(error = %e, "skipping a record that is not a valid envelope");
+                None
+            }
+        })
+        .collect()
+}
+
+/// Envelopes decoded at a time while a file is written: few enough that the decoded values of
+/// only one chunk are in memory next to the buffered envelopes and the writer's columns.
+const DECODE_CHUNK: usize = 16 * 1024;
+
+/// The record batches of the envelopes `rows`, decoded chunk by chunk.
 fn batches<'a>(
     columns: &'a Columns,
-    rows: &'a [ValidEntry],
+    rows: &'a [bytes::Bytes],
 ) -> impl Iterator<Item = Result<arrow::record_batch::RecordBatch>> + 'a {
-    rows.chunks(256 * 1024).map(|chunk| {
+    rows.chunks(DECODE_CHUNK).map(|chunk| {
         columns
-            .batch(chunk)
+            .batch(&decode(chunk))
             .map_err(|e| Error::Storage(e.to_string()))
     })
 }
@@ -223,12 +252,12 @@ fn batches<'a>(
 /// directory.
 pub(crate) fn write_local(
     path: &Path,
-    columns: &Columns,
-    rows: &[ValidEntry],
+    schema: arrow::datatypes::SchemaRef,
     metadata: Vec<KeyValue>,
+    batches: impl Iterator<Item = Result<arrow::record_batch::RecordBatch>>,
 ) -> Result<()> {
     let tmp = temporary(path, "write");
-    write_synced(&tmp, columns.schema(), metadata, batches(columns, rows))?;
+    write_synced(&tmp, schema, metadata, batches)?;
     publish(&tmp, path)
 }
 
@@ -238,15 +267,17 @@ async fn write_file(
     archive: &Archive,
     rel: String,
     columns: Columns,
-    rows: Vec<ValidEntry>,
+    rows: Vec<bytes::Bytes>,
     metadata: Vec<KeyValue>,
 ) -> Result<()> {
     match archive {
         Archive::Local(root) => {
             let path = root.join(&rel);
-            tokio::task::spawn_blocking(move || write_local(&path, &columns, &rows, metadata))
-                .await
-                .map_err(|_| Error::Closed)?
+            tokio::task::spawn_blocking(move || {
+                write_local(&path, columns.schema(), metadata, batches(&columns, &rows))
+            })
+            .await
+            .map_err(|_| Error::Closed)?
         }
         Archive::Remote { .. } => {
             let bytes = tokio::task::spawn_blocking(move || {
@@ -341,8 +372,7 @@ impl Archiver {
 
     fn add(&mut self, c: &Consumed) -> Result<Option<FileKey>> {
         self.seen.insert(c.partition, c.offset + 1);
-        let entry: ValidEntry = match serde_json::from_slice(c.value.as_deref().unwrap_or_default())
-        {
+        let entry: Head = match serde_json::from_slice(c.value.as_deref().unwrap_or_default()) {
             Ok(e) => e,
             Err(e) => {
                 warn!(partition = c.partition, offset = c.offset, error = %e, "skipping a record that is not a valid envelope");
@@ -378,7 +408,7 @@ impl Archiver {
             });
             file.last_offset = c.offset;
             file.bytes += size;
-            file.rows.push(entry);
+            file.rows.push(c.value.clone().unwrap_or_default());
             let full = file.rows.len() >= self.rollover.rows || file.bytes >= self.rollover.bytes;
             if full {
                 self.full = Some(key.clone());

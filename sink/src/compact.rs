@@ -335,7 +335,10 @@ mod tests {
                 kv("thingtotal.stream_version", "1".into()),
                 kv("thingtotal.schema", stream().schema.to_string()),
             ];
-            write_local(&path, &columns, &entries, meta).unwrap();
+            let batch = columns
+                .batch(&entries)
+                .map_err(|e| Error::Storage(e.to_string()));
+            write_local(&path, columns.schema(), meta, std::iter::once(batch)).unwrap();
         }
     }
 
