@@ -61,13 +61,15 @@ struct Setup {
     write_key: String,
     read_key: String,
     db: String,
+    /// Removed when the test ends; the processes above are dropped (killed) before it.
+    _archive: tempfile::TempDir,
 }
 
 async fn setup() -> Setup {
     let prefix = random_prefix("reads");
     let (db, bucket) = influx_database("reads").await;
-    let archive = std::env::temp_dir().join(format!("{prefix}-archive"));
-    let archive = archive.to_str().unwrap().to_owned();
+    let archive_dir = tempfile::tempdir().unwrap();
+    let archive = archive_dir.path().to_str().unwrap().to_owned();
     let influx = [
         ("THINGTOTAL_INFLUX_URL", services().influx_url.as_str()),
         ("THINGTOTAL_INFLUX_BUCKET", bucket.as_str()),
@@ -101,6 +103,7 @@ async fn setup() -> Setup {
         .unwrap();
     assert_eq!(r.status(), StatusCode::ACCEPTED);
     let setup = Setup {
+        _archive: archive_dir,
         api,
         _parts: vec![validator, sink],
         ingest,
