@@ -93,6 +93,7 @@ pub async fn run(mut config: Config, shutdown: CancellationToken) -> anyhow::Res
         ),
     }
     let archive = config.archive.open(&config.log.data_dir)?;
+    let archive_at = archive.describe();
     // The registry outlives the parts: it stops last.
     let registry_stop = CancellationToken::new();
     let rt = Runtime::start(&config.log, log, registry_stop.clone()).await?;
@@ -127,7 +128,7 @@ pub async fn run(mut config: Config, shutdown: CancellationToken) -> anyhow::Res
         DRAIN_LIMIT,
         &sink_stop,
     );
-    println!("{}", banner(&config, addr, &token));
+    println!("{}", banner(&config, addr, &token, &archive_at));
     shutdown.cancelled().await;
     info!("draining: no new requests; archiving everything acknowledged");
     http_stop.cancel();
@@ -144,13 +145,8 @@ pub async fn run(mut config: Config, shutdown: CancellationToken) -> anyhow::Res
 }
 
 /// What `up` prints when it is ready: where everything is, and a walkthrough to paste.
-fn banner(config: &Config, addr: SocketAddr, token: &str) -> String {
+fn banner(config: &Config, addr: SocketAddr, token: &str, archive: &str) -> String {
     let data = config.log.data_dir.display();
-    let archive = config
-        .archive
-        .archive
-        .clone()
-        .unwrap_or_else(|| config.log.data_dir.join("archive").display().to_string());
     let log = match &config.log.kafka_brokers {
         Some(b) => format!("Kafka at {b}"),
         None => format!(

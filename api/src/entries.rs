@@ -1,7 +1,5 @@
 //! `GET /api/streams/{id}/entries`, `/entries/latest` and `/rejected`: reading a stream back.
 
-use std::time::Duration;
-
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -18,9 +16,6 @@ use crate::read::rejected;
 pub use crate::read::rejected::{Rejected, RejectedPage};
 use crate::read::{params, Agg, AggQuery, EntriesQuery, Row, Shape, Source, MAX_LIMIT};
 use crate::{auth, Api};
-
-/// How long a read waits for the registry to learn of a stream it has never seen.
-const LOOKUP_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Parameters of `GET /api/streams/{id}/entries`.
 #[derive(Debug, Default, Deserialize, IntoParams)]
@@ -119,13 +114,7 @@ pub(crate) async fn readable(
     id: StreamId,
     c: &Credential,
 ) -> Result<std::sync::Arc<StreamRecord>, Problem> {
-    let stream = api
-        .rt
-        .registry
-        .lookup(id, LOOKUP_TIMEOUT)
-        .await
-        .map_err(|e| Problem::unavailable(format!("the stream registry is not available: {e}")))?
-        .ok_or_else(|| Problem::not_found(format!("no stream {id}")))?;
+    let stream = crate::streams::existing(api, id).await?;
     auth::require_read(api.admin_token(), c, &stream)?;
     Ok(stream)
 }
@@ -452,13 +441,7 @@ pub(crate) async fn latest(
     let stream = readable(&api, id, &c).await?;
     let shape = Shape::of(&stream);
     let source = api.reads.pick(source(p.source.as_deref())?)?;
-    let q = EntriesQuery {
-        range: params::range(None, Utc::now().timestamp_micros() + 1)?,
-        limit: 1,
-        desc: true,
-        after: None,
-    };
-    let rows = api.reads.entries(source, &shape, &q).await?;
+    let rows = api.reads.newest(source, &shape, 1).await?;
     let row = rows
         .first()
         .ok_or_else(|| Problem::not_found(format!("stream {id} has no entries yet")))?;

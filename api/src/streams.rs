@@ -303,7 +303,7 @@ async fn write(api: &Api, id: StreamId, record: Option<&StreamRecord>) -> Result
     Ok(())
 }
 
-async fn existing(api: &Api, id: StreamId) -> Result<Arc<StreamRecord>, Problem> {
+pub(crate) async fn existing(api: &Api, id: StreamId) -> Result<Arc<StreamRecord>, Problem> {
     api.rt
         .registry
         .lookup(id, APPLY_TIMEOUT)

@@ -265,16 +265,21 @@ impl Zone {
     }
 }
 
+/// The stream behind a channel; ThingSpeak's not-found answer if there is none.
+async fn lookup(api: &Api, id: StreamId) -> Result<Arc<StreamRecord>, TsError> {
+    crate::streams::existing(api, id).await.map_err(|p| {
+        if p.status == StatusCode::NOT_FOUND.as_u16() {
+            TsError::not_found()
+        } else {
+            TsError::from(p)
+        }
+    })
+}
+
 /// The stream behind a channel, if the caller may read it: public, or its read (or write) key,
 /// or the admin token. ThingSpeak accepts the write key for reads too.
 async fn channel(api: &Api, id: StreamId, c: &Credential) -> Result<Arc<StreamRecord>, TsError> {
-    let stream = api
-        .rt
-        .registry
-        .lookup(id, std::time::Duration::from_secs(5))
-        .await
-        .map_err(|e| TsError::from(Problem::unavailable(format!("registry: {e}"))))?
-        .ok_or_else(TsError::not_found)?;
+    let stream = lookup(api, id).await?;
     if stream.public {
         return Ok(stream);
     }
@@ -640,18 +645,7 @@ fn feeds_csv(
 /// The latest entry's `seq`, for `last_entry_id`.
 async fn last_row(api: &Api, shape: &Shape) -> Result<Option<Row>, TsError> {
     let source = api.reads.pick(None)?;
-    let q = EntriesQuery {
-        range: params::range(None, Utc::now().timestamp_micros() + 1)?,
-        limit: 1,
-        desc: true,
-        after: None,
-    };
-    Ok(api
-        .reads
-        .entries(source, shape, &q)
-        .await?
-        .into_iter()
-        .next())
+    Ok(api.reads.newest(source, shape, 1).await?.into_iter().next())
 }
 
 /// `feeds.json|csv` (`field` = None) and `fields/{n}.json|csv`.
@@ -791,15 +785,9 @@ async fn last_feed(
             .map(|r| feed_of(stream, shape, &r)));
     };
     let source = api.reads.pick(None)?;
-    let q = EntriesQuery {
-        range: params::range(None, Utc::now().timestamp_micros() + 1)?,
-        limit: MAX_RESULTS,
-        desc: true,
-        after: None,
-    };
     Ok(api
         .reads
-        .entries(source, shape, &q)
+        .newest(source, shape, MAX_RESULTS)
         .await?
         .iter()
         .map(|r| feed_of(stream, shape, r))
@@ -830,13 +818,7 @@ async fn last_data_age(
 /// `/channels/{id}.json`: the channel's description. A private channel needs the admin token
 /// (ThingSpeak's user API key); its read key is not enough, as on ThingSpeak.
 async fn describe(api: Api, id: StreamId, c: Credential, q: &str) -> Result<Response, TsError> {
-    let stream = api
-        .rt
-        .registry
-        .lookup(id, std::time::Duration::from_secs(5))
-        .await
-        .map_err(|e| TsError::from(Problem::unavailable(format!("registry: {e}"))))?
-        .ok_or_else(TsError::not_found)?;
+    let stream = lookup(&api, id).await?;
     if !stream.public && auth::access(api.admin_token(), &c, Some(&stream)) != Access::Admin {
         return Err(TsError::NoAccess);
     }

@@ -41,6 +41,33 @@ pub enum Archive {
     },
 }
 
+/// The columns every archive file starts with; a property named like one of them is stored as
+/// `data.<name>`.
+pub const FIXED_COLUMNS: [&str; 5] = ["entry_id", "seq", "ts", "received_at", "stream_version"];
+
+/// The column that holds the top-level property `name`.
+pub fn property_column(name: &str) -> String {
+    if FIXED_COLUMNS.contains(&name) {
+        format!("data.{name}")
+    } else {
+        name.to_owned()
+    }
+}
+
+/// The name of the file of `topic`'s `partition` whose first row has `first_offset`.
+pub fn file_name(topic: &str, partition: i32, first_offset: i64) -> String {
+    format!("{topic}+{partition}+{first_offset:020}.parquet")
+}
+
+/// The partition in an archive file name of `topic`, if it is one.
+pub fn partition_of(name: &str, topic: &str) -> Option<i32> {
+    let rest = name
+        .strip_prefix(topic)?
+        .strip_prefix('+')?
+        .strip_suffix(".parquet")?;
+    rest.split_once('+')?.0.parse().ok()
+}
+
 /// One file of the archive: its path relative to the archive's root (`stream=1/date=…/x.parquet`)
 /// and its size.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -49,6 +76,19 @@ pub struct ArchiveFile {
     pub path: String,
     /// Bytes.
     pub size: u64,
+}
+
+impl ArchiveFile {
+    /// Where its path (`stream=<id>/date=<d>/<name>`) puts it: stream, date and file name.
+    pub fn place(&self) -> Option<(crate::stream::StreamId, chrono::NaiveDate, &str)> {
+        let mut parts = self.path.split('/');
+        let stream = parts.next()?.strip_prefix("stream=")?.parse().ok()?;
+        let date =
+            chrono::NaiveDate::parse_from_str(parts.next()?.strip_prefix("date=")?, "%Y-%m-%d")
+                .ok()?;
+        let name = parts.next()?;
+        parts.next().is_none().then_some((stream, date, name))
+    }
 }
 
 impl Archive {

@@ -20,6 +20,7 @@ use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::metadata::KeyValue;
 use parquet::file::properties::WriterProperties;
 use thingtotal_common::archive::Archive;
+use thingtotal_common::archive::{file_name, partition_of};
 use thingtotal_common::envelope::ValidEntry;
 use thingtotal_common::log::{Consumed, Drain, GroupOptions, TopicPartitionOffset};
 use thingtotal_common::runtime::Runtime;
@@ -66,34 +67,12 @@ struct OpenFile {
 /// between a file's first and last of that key is in that file.
 type Archived = HashMap<(i32, StreamId, NaiveDate), BTreeMap<i64, i64>>;
 
-/// The partition in an archive file name of `topic`, if it is one.
-pub(crate) fn partition_of(name: &str, topic: &str) -> Option<i32> {
-    let rest = name
-        .strip_prefix(topic)?
-        .strip_prefix('+')?
-        .strip_suffix(".parquet")?;
-    rest.split_once('+')?.0.parse().ok()
-}
-
-pub(crate) fn file_name(topic: &str, partition: i32, first_offset: i64) -> String {
-    format!("{topic}+{partition}+{first_offset:020}.parquet")
-}
-
-/// Where a path of the archive (`stream=<id>/date=<d>/<name>`) puts its file.
-fn key_of(path: &str) -> Option<(StreamId, NaiveDate, &str)> {
-    let mut parts = path.split('/');
-    let stream = parts.next()?.strip_prefix("stream=")?.parse().ok()?;
-    let date = NaiveDate::parse_from_str(parts.next()?.strip_prefix("date=")?, "%Y-%m-%d").ok()?;
-    let name = parts.next()?;
-    parts.next().is_none().then_some((stream, date, name))
-}
-
 /// Reads every archived file of `topic` and the offsets its footer says it holds; in a local
 /// archive, removes temporary files a crash left behind.
 async fn recover(archive: &Archive, topic: &str) -> Result<Archived> {
     let mut archived = Archived::new();
     for f in archive.list("").await? {
-        let Some((stream, date, name)) = key_of(&f.path) else {
+        let Some((stream, date, name)) = f.place() else {
             continue;
         };
         if name.ends_with(".tmp") {

@@ -8,12 +8,10 @@ use arrow::array::{
 use arrow::datatypes::{DataType, Field, Schema, TimeUnit};
 use arrow::record_batch::RecordBatch;
 use serde_json::Value;
+use thingtotal_common::archive::property_column;
 use thingtotal_common::envelope::ValidEntry;
 use thingtotal_common::stream::{schema_type, StreamRecord};
 use thingtotal_common::time::parse_device_time;
-
-/// The names of the columns every file starts with.
-pub(crate) const FIXED: [&str; 5] = ["entry_id", "seq", "ts", "received_at", "stream_version"];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Kind {
@@ -69,12 +67,7 @@ impl Columns {
                     Kind::Time => utc_micros(),
                     Kind::Text | Kind::Json => DataType::Utf8,
                 };
-                // A property named like a fixed column keeps its data under `data.<name>`.
-                let column = if FIXED.contains(&name.as_str()) {
-                    format!("data.{name}")
-                } else {
-                    name.clone()
-                };
+                let column = property_column(name);
                 fields.push(Field::new(column, data_type, true));
                 properties.push((name.clone(), kind));
             }

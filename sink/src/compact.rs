@@ -23,9 +23,9 @@ use serde::{Deserialize, Serialize};
 use thingtotal_common::{Error, Result};
 use tracing::{info, warn};
 
-use crate::archive::{
-    file_name, partition_of, publish, sync_dir, temporary, write_synced, FIRST_OFFSET, LAST_OFFSET,
-};
+use thingtotal_common::archive::{file_name, partition_of};
+
+use crate::archive::{publish, sync_dir, temporary, write_synced, FIRST_OFFSET, LAST_OFFSET};
 
 const INTENT: &str = "_compaction.json";
 

@@ -293,6 +293,14 @@ pub(crate) fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     out
 }
 
+/// How many Parquet files are below `dir`.
+pub(crate) fn parquet_files(dir: &std::path::Path) -> usize {
+    walk(dir)
+        .iter()
+        .filter(|p| p.extension().is_some_and(|e| e == "parquet"))
+        .count()
+}
+
 /// Runs `sql` with duckdb over the archive (Hive partitioning) and returns its rows as JSON.
 pub(crate) fn duckdb(root: &std::path::Path, sql: &str) -> Value {
     python(&format!(

@@ -7,8 +7,8 @@ use serde_json::{json, Value};
 use thingtotal_common::topics::Topics;
 
 use crate::harness::{
-    count, duckdb, feed_valid, influx_database, influxql, kafka, random_prefix, services,
-    start_api, start_part, stream, walk,
+    count, duckdb, feed_valid, influx_database, influxql, kafka, parquet_files, random_prefix,
+    services, start_api, start_part, stream,
 };
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -237,12 +237,7 @@ async fn kill_9_of_the_sink_mid_run_leaves_exactly_n_points_and_n_rows() {
     let per_stream = 25_000;
     let total = (per_stream * streams.len()) as i64;
     feed_valid(&prefix, &streams, 0, per_stream).await;
-    let files = || {
-        walk(archive.path())
-            .into_iter()
-            .filter(|p| p.extension().is_some_and(|e| e == "parquet"))
-            .count()
-    };
+    let files = || parquet_files(archive.path());
     let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
     while files() < 3 {
         assert!(tokio::time::Instant::now() < deadline, "no archive files");
@@ -350,12 +345,7 @@ async fn two_archivers_share_the_partitions_and_one_dying_loses_and_duplicates_n
     tokio::time::sleep(Duration::from_secs(5)).await;
     let per_stream = 5_000;
     feed_valid(&prefix, &streams, 0, per_stream).await;
-    let files = || {
-        walk(archive.path())
-            .into_iter()
-            .filter(|p| p.extension().is_some_and(|e| e == "parquet"))
-            .count()
-    };
+    let files = || parquet_files(archive.path());
     let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
     while files() < 2 {
         assert!(tokio::time::Instant::now() < deadline, "no archive files");

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use reqwest::{Client, StatusCode};
 use serde_json::{json, Value};
 
-use crate::harness::{free_port, walk, ApiProcess};
+use crate::harness::{free_port, parquet_files, walk, ApiProcess};
 
 /// Starts `thingtotal up` on `data_dir`, with no Kafka and no InfluxDB.
 async fn start_up(data_dir: &Path) -> ApiProcess {
@@ -72,10 +72,7 @@ fn interrupt(up: &mut ApiProcess) {
 
 /// Rows of the archive, through duckdb with Hive partitioning.
 fn archive_rows(dir: &Path, sql: &str) -> Value {
-    if !walk(dir)
-        .iter()
-        .any(|p| p.extension().is_some_and(|e| e == "parquet"))
-    {
+    if parquet_files(dir) == 0 {
         return json!([["0"]]);
     }
     crate::harness::duckdb(dir, sql)
@@ -447,12 +444,7 @@ async fn compaction_merges_small_files_and_every_query_answers_the_same() {
         post(&up, id, &key, json!(entries)).await;
     }
     interrupt(&mut up);
-    let parquet = || {
-        walk(&archive)
-            .into_iter()
-            .filter(|p| p.extension().is_some_and(|e| e == "parquet"))
-            .count()
-    };
+    let parquet = || parquet_files(&archive);
     let before_files = parquet();
     assert!(before_files >= 15, "{before_files} files");
     let query = "select count(*), count(distinct entry_id), sum(temperature), sum(humidity), min(seq), max(seq), \
@@ -510,12 +502,7 @@ async fn the_sink_compacts_the_archive_while_it_runs_and_reads_stay_exact() {
     .await;
     let token = token(dir.path());
     let (id, key, read_key) = create(&up, &token).await;
-    let parquet = || {
-        walk(&archive)
-            .into_iter()
-            .filter(|p| p.extension().is_some_and(|e| e == "parquet"))
-            .count()
-    };
+    let parquet = || parquet_files(&archive);
     // Small requests a little apart: each becomes a file of its own, until compaction merges.
     let mut most = 0;
     for chunk in 0..12 {

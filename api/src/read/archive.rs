@@ -24,15 +24,12 @@ use parquet::arrow::arrow_reader::ArrowReaderMetadata;
 use parquet::arrow::{ParquetRecordBatchStreamBuilder, ProjectionMask};
 use parquet::file::statistics::Statistics;
 use serde_json::Value;
-use thingtotal_common::archive::{Archive, ArchiveFile};
+use thingtotal_common::archive::{partition_of, property_column, Archive, ArchiveFile};
 use thingtotal_common::envelope::format_time;
 use thingtotal_common::problem::Problem;
 
 use super::shape::{coerce, float, Shape};
 use super::{point_key, EntriesQuery, Range, Row};
-
-/// The columns every archive file starts with; a property of the same name is `data.<name>`.
-const FIXED: [&str; 5] = ["entry_id", "seq", "ts", "received_at", "stream_version"];
 
 /// The Parquet archive as a read backend.
 #[derive(Debug, Clone)]
@@ -137,7 +134,6 @@ impl ArchiveReader {
     async fn candidates(&self, stream: u64, range: Range) -> Result<Vec<Candidate>, Problem> {
         let first = date_of(range.start_us);
         let last = date_of(range.end_us - 1);
-        let prefix = format!("{}+", self.topic);
         let files: Vec<ArchiveFile> = self
             .archive
             .list(&format!("stream={stream}"))
@@ -145,15 +141,10 @@ impl ArchiveReader {
             .map_err(failed)?
             .into_iter()
             .filter(|f| {
-                let mut parts = f.path.split('/').skip(1);
-                let date = parts
-                    .next()
-                    .and_then(|d| d.strip_prefix("date="))
-                    .and_then(|d| NaiveDate::parse_from_str(d, "%Y-%m-%d").ok());
-                let name = parts.next().unwrap_or_default();
-                date.is_some_and(|d| !(first.is_some_and(|f| d < f) || last.is_some_and(|l| d > l)))
-                    && name.ends_with(".parquet")
-                    && name.starts_with(&prefix)
+                f.place().is_some_and(|(_, d, name)| {
+                    !(first.is_some_and(|f| d < f) || last.is_some_and(|l| d > l))
+                        && partition_of(name, &self.topic).is_some()
+                })
             })
             .collect();
         // Footers are small: fetch a few at a time, which matters on an object store.
@@ -234,11 +225,7 @@ async fn read_group(
     let mut sources: Vec<Option<Source>> = Vec::new();
     for (i, leaf) in shape.leaves.iter().enumerate() {
         let top = &leaf.path[0];
-        let column_name = if FIXED.contains(&top.as_str()) {
-            format!("data.{top}")
-        } else {
-            top.clone()
-        };
+        let column_name = property_column(top);
         let source = wanted
             .contains(&i)
             .then(|| index(&column_name))

@@ -297,6 +297,22 @@ impl Backends {
         }
     }
 
+    /// The newest `limit` entries, newest first.
+    pub(crate) async fn newest(
+        &self,
+        source: Source,
+        shape: &Shape,
+        limit: usize,
+    ) -> Result<Vec<Row>, Problem> {
+        let q = EntriesQuery {
+            range: params::range(None, chrono::Utc::now().timestamp_micros() + 1)?,
+            limit,
+            desc: true,
+            after: None,
+        };
+        self.entries(source, shape, &q).await
+    }
+
     /// Every window's aggregates.
     pub(crate) async fn aggregate(
         &self,
