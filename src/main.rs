@@ -5,6 +5,11 @@ use thingtotal::Cli;
 use thingtotal_common::telemetry;
 use tokio_util::sync::CancellationToken;
 
+// The consumers allocate per message (records, JSON values); mimalloc's small-object path is
+// measurably cheaper than glibc's there (bench/README.md, scenarios 3 and 5).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();

@@ -23,6 +23,11 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand, ValueEnum};
 
+// The same allocator as `thingtotal`, so that the baselines this process runs (the warp server,
+// the raw producer, the pass-through copy, the direct writers) are not handicapped by glibc's.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// ThingTotal's benchmarks: each stage against a baseline measured in the same run.
 #[derive(Debug, Parser)]
 #[command(name = "thingtotal-bench")]

@@ -1,6 +1,6 @@
 //! Parsing the times that devices and clients send.
 
-use chrono::{DateTime, FixedOffset, NaiveDateTime, TimeZone, Utc};
+use chrono::{DateTime, FixedOffset, NaiveDate, NaiveDateTime, TimeZone, Utc};
 
 /// Parses a time as devices send it: RFC 3339 (`2026-01-02T03:04:05.678Z`), ISO 8601 or MySQL
 /// style without a zone (`2026-01-02 03:04:05`, UTC assumed, as ThingSpeak does), with a short
@@ -50,6 +50,47 @@ pub fn parse_device_time(s: &str) -> Option<DateTime<Utc>> {
         .map(|t| t.with_timezone(&Utc))
 }
 
+/// Microseconds since the epoch of a time as the envelopes carry it
+/// (`2026-01-02T03:04:05.123456Z`, see [`crate::envelope::format_time`]), read without a general
+/// parser; any other RFC 3339 form goes through chrono's.
+pub fn envelope_micros(s: &str) -> Option<i64> {
+    fn digits(b: &[u8]) -> Option<u32> {
+        b.iter().try_fold(0u32, |n, &d| {
+            d.is_ascii_digit().then(|| n * 10 + u32::from(d - b'0'))
+        })
+    }
+    let b = s.as_bytes();
+    let fixed = b.len() == 27
+        && b[4] == b'-'
+        && b[7] == b'-'
+        && b[10] == b'T'
+        && b[13] == b':'
+        && b[16] == b':'
+        && b[19] == b'.'
+        && b[26] == b'Z';
+    if fixed {
+        let date = NaiveDate::from_ymd_opt(
+            digits(&b[0..4])? as i32,
+            digits(&b[5..7])?,
+            digits(&b[8..10])?,
+        );
+        let time = date.and_then(|d| {
+            d.and_hms_micro_opt(
+                digits(&b[11..13])?,
+                digits(&b[14..16])?,
+                digits(&b[17..19])?,
+                digits(&b[20..26])?,
+            )
+        });
+        if let Some(t) = time {
+            return Some(t.and_utc().timestamp_micros());
+        }
+    }
+    DateTime::parse_from_rfc3339(s)
+        .ok()
+        .map(|t| t.timestamp_micros())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -87,6 +128,28 @@ mod tests {
             "12:00",
         ] {
             assert_eq!(parse_device_time(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn envelope_times_read_fast_and_match_chrono() {
+        for s in [
+            "2026-01-02T03:04:05.123456Z",
+            "1970-01-01T00:00:00.000000Z",
+            "1969-12-31T23:59:59.999999Z",
+            "2024-02-29T12:00:00.000001Z",
+            "2026-01-02T03:04:05Z",
+            "2026-01-02T04:04:05.5+01:00",
+        ] {
+            assert_eq!(envelope_micros(s), Some(utc(s).timestamp_micros()), "{s}");
+        }
+        for bad in [
+            "2026-02-30T00:00:00.000000Z",
+            "2026-01-02T24:00:00.000000Z",
+            "2026-01-02T03:04:05.12345xZ",
+            "",
+        ] {
+            assert_eq!(envelope_micros(bad), None, "{bad}");
         }
     }
 }

@@ -21,10 +21,10 @@ use parquet::file::metadata::KeyValue;
 use parquet::file::properties::WriterProperties;
 use thingtotal_common::archive::Archive;
 use thingtotal_common::archive::{file_name, partition_of};
-use thingtotal_common::envelope::ValidEntry;
 use thingtotal_common::log::{Consumed, Drain, GroupOptions, TopicPartitionOffset};
 use thingtotal_common::runtime::Runtime;
 use thingtotal_common::stream::{StreamId, StreamRecord};
+use thingtotal_common::time::envelope_micros;
 use thingtotal_common::{CancellationToken, Error, Result};
 use tracing::{info, warn};
 
@@ -191,39 +191,31 @@ pub(crate) fn sync_dir(path: &Path) -> Result<()> {
 /// What the archiver reads of an envelope to place it: the rest is decoded when its file is
 /// written.
 #[derive(serde::Deserialize)]
-struct Head {
+struct Head<'a> {
     stream_id: StreamId,
     stream_version: u32,
-    ts: chrono::DateTime<chrono::Utc>,
+    #[serde(borrow)]
+    ts: std::borrow::Cow<'a, str>,
 }
 
-/// Decodes the envelopes of a file; one that does not decode is skipped with a warning, as
-/// anything on `entries.valid` that is not an envelope is.
-fn decode(rows: &[bytes::Bytes]) -> Vec<ValidEntry> {
-    rows.iter()
-        .filter_map(|r| match serde_json::from_slice(r) {
-            Ok(e) => Some(e),
-            Err(e) => {
-                warn!(error = %e, "skipping a record that is not a valid envelope");
-                None
-            }
-        })
-        .collect()
-}
-
-/// Envelopes decoded at a time while a file is written: few enough that the decoded values of
-/// only one chunk are in memory next to the buffered envelopes and the writer's columns.
+/// Envelopes decoded into one record batch at a time while a file is written.
 const DECODE_CHUNK: usize = 16 * 1024;
 
-/// The record batches of the envelopes `rows`, decoded chunk by chunk.
+/// The record batches of the envelopes `rows`, decoded chunk by chunk straight into columns. A
+/// record that is not an envelope is skipped with a warning, as anything on `entries.valid`
+/// that is not an envelope is.
 fn batches<'a>(
     columns: &'a Columns,
     rows: &'a [bytes::Bytes],
 ) -> impl Iterator<Item = Result<arrow::record_batch::RecordBatch>> + 'a {
     rows.chunks(DECODE_CHUNK).map(|chunk| {
-        columns
-            .batch(&decode(chunk))
-            .map_err(|e| Error::Storage(e.to_string()))
+        let (batch, skipped) = columns
+            .decode(chunk)
+            .map_err(|e| Error::Storage(e.to_string()))?;
+        if skipped > 0 {
+            warn!(skipped, "skipping records that are not valid envelopes");
+        }
+        Ok(batch)
     })
 }
 
@@ -351,8 +343,16 @@ impl Archiver {
 
     fn add(&mut self, c: &Consumed) -> Result<Option<FileKey>> {
         self.seen.insert(c.partition, c.offset + 1);
-        let entry: Head = match serde_json::from_slice(c.value.as_deref().unwrap_or_default()) {
-            Ok(e) => e,
+        let head = serde_json::from_slice::<Head<'_>>(c.value.as_deref().unwrap_or_default())
+            .map_err(|e| e.to_string())
+            .and_then(|h| {
+                let date = envelope_micros(&h.ts)
+                    .and_then(chrono::DateTime::from_timestamp_micros)
+                    .ok_or_else(|| format!("ts {:?} is not RFC 3339", h.ts))?;
+                Ok((h.stream_id, h.stream_version, date.date_naive()))
+            });
+        let (stream, version, date) = match head {
+            Ok(h) => h,
             Err(e) => {
                 warn!(partition = c.partition, offset = c.offset, error = %e, "skipping a record that is not a valid envelope");
                 return Ok(None);
@@ -360,25 +360,21 @@ impl Archiver {
         };
         let key = FileKey {
             partition: c.partition,
-            stream: entry.stream_id,
-            date: entry.ts.date_naive(),
+            stream,
+            date,
         };
         if is_archived(&self.archived, &key, c.offset) {
             return Ok(None);
         }
         // A new stream version starts a new file.
         let mut roll = None;
-        if self
-            .open
-            .get(&key)
-            .is_some_and(|f| f.version != entry.stream_version)
-        {
+        if self.open.get(&key).is_some_and(|f| f.version != version) {
             roll = Some(key.clone());
         }
         let size = c.value.as_ref().map_or(0, |v| v.len());
         Ok(roll.or_else(|| {
             let file = self.open.entry(key.clone()).or_insert_with(|| OpenFile {
-                version: entry.stream_version,
+                version,
                 first_offset: c.offset,
                 last_offset: c.offset,
                 rows: Vec::new(),

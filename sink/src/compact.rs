@@ -315,7 +315,7 @@ mod tests {
         let columns = Columns::of(&stream());
         for f in 0..files {
             let offsets: Vec<i64> = (0..rows).map(|r| 2 * (f * rows + r)).collect();
-            let entries: Vec<ValidEntry> = offsets
+            let envelopes: Vec<bytes::Bytes> = offsets
                 .iter()
                 .map(|o| ValidEntry {
                     entry_id: uuid::Uuid::now_v7(),
@@ -326,6 +326,7 @@ mod tests {
                     received_at: chrono::DateTime::UNIX_EPOCH,
                     data: serde_json::json!({"t": *o as f64}),
                 })
+                .map(|e| serde_json::to_vec(&e).unwrap().into())
                 .collect();
             let path = dir.join(file_name(TOPIC, 0, offsets[0]));
             let kv = |k: &str, v: String| KeyValue::new(k.to_owned(), v);
@@ -336,7 +337,8 @@ mod tests {
                 kv("thingtotal.schema", stream().schema.to_string()),
             ];
             let batch = columns
-                .batch(&entries)
+                .decode(&envelopes)
+                .map(|(batch, _)| batch)
                 .map_err(|e| Error::Storage(e.to_string()));
             write_local(&path, columns.schema(), meta, std::iter::once(batch)).unwrap();
         }
