@@ -12,6 +12,10 @@ pub const ENTRY_ID: &str = "tt.entry_id";
 pub const RECEIVED_AT: &str = "tt.received_at";
 /// Raw entry header: how it arrived (`http`, `thingspeak`, …).
 pub const SOURCE: &str = "tt.source";
+/// Raw entry header, optional: the time a device gave its reading outside the reading's data
+/// (ThingSpeak's `created_at` on a stream without a `timestamp_field`), RFC 3339 with
+/// microseconds, UTC. The validator takes `ts` from it when the stream has no `timestamp_field`.
+pub const CREATED_AT: &str = "tt.created_at";
 
 /// Dead-letter headers, following Kafka Connect's conventions.
 pub mod dlq {

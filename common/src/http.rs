@@ -133,6 +133,16 @@ pub fn body_up_to(limit: u64) -> impl Filter<Extract = (Bytes,), Error = warp::R
         .and_then(move |length: Option<u64>, stream| collect(length, stream, limit))
 }
 
+/// [`body_up_to`] for routes that answer a body it refuses themselves (to count the answer,
+/// say): the body, or the rejection [`body_up_to`] would have given.
+pub fn body_or_refusal(
+    limit: u64,
+) -> impl Filter<Extract = (Result<Bytes, warp::Rejection>,), Error = warp::Rejection> + Clone {
+    warp::header::optional::<u64>("content-length")
+        .and(warp::body::stream())
+        .then(move |length: Option<u64>, stream| collect(length, stream, limit))
+}
+
 async fn collect<S, B>(length: Option<u64>, stream: S, limit: u64) -> Result<Bytes, warp::Rejection>
 where
     S: futures::Stream<Item = Result<B, warp::Error>>,

@@ -133,6 +133,14 @@ async fn counted(route: &'static str, r: Response) -> Response {
     r
 }
 
+/// The answer to a body that was refused before it was read whole (too large, unreadable).
+async fn refusal(r: warp::Rejection) -> Response {
+    match problem::recover(r).await {
+        Ok(answer) => answer,
+        Err(never) => match never {},
+    }
+}
+
 /// The ingest routes (without `/health` and `/metrics`, which every part serves).
 pub fn routes(ingest: Ingest) -> BoxedFilter<(Response,)> {
     let max_body = ingest.limits.max_body_bytes;
@@ -143,13 +151,13 @@ pub fn routes(ingest: Ingest) -> BoxedFilter<(Response,)> {
         .and(http::credential())
         .and(warp::header::optional::<String>("content-type"))
         .and(warp::header::optional::<String>("content-encoding"))
-        .and(http::body_up_to(max_body))
+        .and(http::body_or_refusal(max_body))
         .then(|id, i, c, t, e, b| async move {
-            counted(
-                "entries",
-                respond(native::post_entries(i, id, c, t, e, b).await).await,
-            )
-            .await
+            let answer = match b {
+                Ok(b) => respond(native::post_entries(i, id, c, t, e, b).await).await,
+                Err(refused) => refusal(refused).await,
+            };
+            counted("entries", answer).await
         });
     entries
         .or(thingspeak::routes(state, max_body))

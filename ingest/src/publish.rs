@@ -86,6 +86,18 @@ impl Ingest {
         entries: Vec<Bytes>,
         source: &'static str,
     ) -> Result<Accepted, Refused> {
+        self.publish_timed(stream, entries, &[], source).await
+    }
+
+    /// [`Ingest::publish`] for entries that may carry a device time outside their data:
+    /// `created_at[i]`, if there is one, goes into entry `i`'s `tt.created_at` header.
+    pub(crate) async fn publish_timed(
+        &self,
+        stream: &StreamRecord,
+        entries: Vec<Bytes>,
+        created_at: &[Option<DateTime<Utc>>],
+        source: &'static str,
+    ) -> Result<Accepted, Refused> {
         let received_at = Utc::now();
         let key = stream.key();
         let source = Bytes::from_static(source.as_bytes());
@@ -98,17 +110,24 @@ impl Ingest {
             .enumerate()
             .map(|(i, (value, id))| {
                 let at = received_at + chrono::Duration::microseconds(i as i64);
+                let mut headers = vec![
+                    (envelope::ENTRY_ID.to_owned(), Bytes::from(id.to_string())),
+                    (
+                        envelope::RECEIVED_AT.to_owned(),
+                        Bytes::from(format_time(at)),
+                    ),
+                    (envelope::SOURCE.to_owned(), source.clone()),
+                ];
+                if let Some(Some(t)) = created_at.get(i) {
+                    headers.push((
+                        envelope::CREATED_AT.to_owned(),
+                        Bytes::from(format_time(*t)),
+                    ));
+                }
                 Record {
                     key: Some(key.clone()),
                     value: Some(value),
-                    headers: vec![
-                        (envelope::ENTRY_ID.to_owned(), Bytes::from(id.to_string())),
-                        (
-                            envelope::RECEIVED_AT.to_owned(),
-                            Bytes::from(format_time(at)),
-                        ),
-                        (envelope::SOURCE.to_owned(), source.clone()),
-                    ],
+                    headers,
                     timestamp_ms: Some(at.timestamp_millis()),
                 }
             })

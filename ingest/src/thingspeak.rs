@@ -5,7 +5,8 @@
 //! stream's schema gives its property (`field1..field8` map onto the stream's `fields`), and the
 //! validator judges the result like any other entry. A value that does not convert stays a
 //! string, so the validator rejects it with the reason. `created_at` goes into the stream's
-//! `timestamp_field`; `lat`, `long`, `elevation` and `status` are kept if the schema has
+//! `timestamp_field`, or, on a stream without one, into the `tt.created_at` header, from which
+//! the validator takes the entry's `ts`; `lat`, `long`, `elevation` and `status` are kept if the schema has
 //! properties of those names (`latitude`/`longitude` are accepted too).
 //!
 //! Answers follow ThingSpeak: `/update` returns the new entry's id (its `seq`) as text, or `0`
@@ -178,6 +179,12 @@ impl Update {
         Bytes::from(serde_json::to_vec(&Value::Object(data)).expect("a JSON object serialises"))
     }
 
+    /// The time that travels in the `tt.created_at` header: `created_at`, when the stream has
+    /// no `timestamp_field` to hold it in the entry's data.
+    fn header_time(&self, stream: &StreamRecord) -> Option<DateTime<Utc>> {
+        self.created_at.filter(|_| stream.timestamp_field.is_none())
+    }
+
     /// ThingSpeak's entry object: values as strings, compact.
     fn answer(&self, stream: &StreamRecord, seq: u64, created_at: DateTime<Utc>) -> Value {
         let mut o = Map::new();
@@ -240,7 +247,12 @@ async fn update(
     };
     let u = Update::from_params(&p);
     match ingest
-        .publish(&stream, vec![u.entry(&stream)], "thingspeak")
+        .publish_timed(
+            &stream,
+            vec![u.entry(&stream)],
+            &[u.header_time(&stream)],
+            "thingspeak",
+        )
         .await
     {
         Ok(a) if json_answer => {
@@ -432,15 +444,20 @@ async fn bulk_update(
         timing.push((created_at, delta));
     }
     let times = bulk_times(&timing, Utc::now());
+    let mut header_times = Vec::with_capacity(parsed.len());
     let entries = parsed
         .iter_mut()
         .zip(times)
         .map(|(u, t)| {
             u.created_at = Some(t);
+            header_times.push(u.header_time(&stream));
             u.entry(&stream)
         })
         .collect();
-    match ingest.publish(&stream, entries, "thingspeak").await {
+    match ingest
+        .publish_timed(&stream, entries, &header_times, "thingspeak")
+        .await
+    {
         Ok(_) => warp::reply::with_status(
             warp::reply::json(&json!({"success": true})),
             StatusCode::ACCEPTED,
@@ -477,17 +494,25 @@ pub(crate) fn routes(
         .and(state.clone())
         .and(warp::header::headers_cloned())
         .and(query())
-        .and(thingtotal_common::http::body_up_to(max_body))
+        .and(thingtotal_common::http::body_or_refusal(max_body))
         .then(|json_answer, i, h, q, b| async move {
-            crate::counted("update", update(i, json_answer, h, q, b).await).await
+            let answer = match b {
+                Ok(b) => update(i, json_answer, h, q, b).await,
+                Err(refused) => crate::refusal(refused).await,
+            };
+            crate::counted("update", answer).await
         });
     let bulk = warp::path!("channels" / u64 / "bulk_update.json")
         .and(warp::post())
         .and(state)
         .and(warp::header::headers_cloned())
-        .and(thingtotal_common::http::body_up_to(max_body))
+        .and(thingtotal_common::http::body_or_refusal(max_body))
         .then(|id, i, h, b| async move {
-            crate::counted("bulk_update", bulk_update(i, id, h, b).await).await
+            let answer = match b {
+                Ok(b) => bulk_update(i, id, h, b).await,
+                Err(refused) => crate::refusal(refused).await,
+            };
+            crate::counted("bulk_update", answer).await
         });
     update.or(bulk).unify().boxed()
 }

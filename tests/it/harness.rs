@@ -232,6 +232,55 @@ pub(crate) async fn raw_entries(prefix: &str, count: usize) -> Vec<Consumed> {
     out
 }
 
+/// Reads a whole topic (read_committed) until `count` records arrived, then checks that no more
+/// come.
+pub(crate) async fn read_topic(topic: &str, count: usize, within: Duration) -> Vec<Consumed> {
+    let log = kafka();
+    let partitions = log.end_offsets(topic).await.unwrap().len();
+    let mut readers = Vec::new();
+    for p in 0..partitions {
+        readers.push(log.reader(topic, p as i32, 0).await.unwrap());
+    }
+    let mut out = Vec::new();
+    let deadline = tokio::time::Instant::now() + within;
+    while out.len() < count {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{topic}: {} of {count} records",
+            out.len()
+        );
+        for r in &mut readers {
+            out.extend(r.read(10_000, Duration::from_millis(50)).await.unwrap());
+        }
+    }
+    for r in &mut readers {
+        let extra = r.read(100, Duration::from_millis(500)).await.unwrap();
+        assert!(extra.is_empty(), "{topic}: more than {count} records");
+    }
+    out
+}
+
+/// The sum of the samples of the Prometheus metric `name` at `{base}/metrics` whose labels
+/// contain every one of `labels` (each written as `key="value"`).
+pub(crate) async fn metric(base: &str, name: &str, labels: &[&str]) -> f64 {
+    let text = Client::new()
+        .get(format!("{base}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .filter(|l| {
+            l.strip_prefix(name)
+                .is_some_and(|rest| rest.starts_with(['{', ' ']))
+        })
+        .filter(|l| labels.iter().all(|label| l.contains(label)))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
 /// Runs an InfluxQL query against `db`.
 pub(crate) async fn influxql(db: &str, q: &str) -> Value {
     Client::new()

@@ -7,7 +7,11 @@ use bytes::Bytes;
 use reqwest::{Client, StatusCode};
 use serde_json::{json, Value};
 
-use crate::harness::{pipeline, raw_entries, stream, Pipeline};
+use std::time::Duration;
+
+use thingtotal_common::topics::Topics;
+
+use crate::harness::{metric, pipeline, raw_entries, read_topic, start_part, stream, Pipeline};
 
 fn gzip(bytes: &[u8]) -> Vec<u8> {
     let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
@@ -303,6 +307,18 @@ async fn every_ingest_error_has_its_status() {
     assert_eq!(r.status(), StatusCode::ACCEPTED);
     let a: Value = r.json().await.unwrap();
     assert_eq!(a["seq"], json!([1]));
+    // Every answer is counted, those refused before the body was read whole included: the
+    // body over the limit, too many entries and the gzip bomb.
+    let requests = "thingtotal_ingest_requests_total";
+    let entries = "route=\"entries\"";
+    assert_eq!(
+        metric(&p.ingest.base, requests, &[entries, "status=\"413\""]).await,
+        3.0
+    );
+    assert_eq!(
+        metric(&p.ingest.base, requests, &[entries, "status=\"202\""]).await,
+        1.0
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -428,4 +444,71 @@ async fn thingspeak_writes_become_typed_entries_with_thingspeak_answers() {
     assert!(raw
         .iter()
         .all(|c| c.header("tt.source").map(|b| &b[..]) == Some(&b"thingspeak"[..])));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn thingspeak_device_times_set_ts_on_a_stream_without_a_timestamp_field() {
+    let p = pipeline("thingspeak-times", &[]).await;
+    let _validator = start_part("validator", &p.prefix, &[]).await;
+    let (id, key, _) = stream(
+        &p.api,
+        json!({"name": "plain", "schema": {"type": "object", "properties": {
+            "temperature": {"type": "number"}}}, "fields": ["temperature"]}),
+    )
+    .await;
+    let c = Client::new();
+    let r = c
+        .get(format!(
+            "{}/update.json?api_key={key}&field1=5&created_at=2025-06-01%2010:00:00",
+            p.ingest.base
+        ))
+        .send()
+        .await
+        .unwrap();
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["created_at"], "2025-06-01T10:00:00Z");
+    let r = c
+        .post(format!("{}/channels/{id}/bulk_update.json", p.ingest.base))
+        .json(&json!({"write_api_key": key, "updates": [
+            {"created_at": "2025-06-02T00:00:00Z", "field1": "1"},
+            {"delta_t": 5, "field1": "2"}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::ACCEPTED);
+    // No time at all: ts is the receive time.
+    let r = c
+        .get(format!("{}/update?api_key={key}&field1=7", p.ingest.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.text().await.unwrap(), "4");
+    let raw = raw_entries(&p.prefix, 4).await;
+    let header = |i: usize| {
+        raw[i]
+            .header("tt.created_at")
+            .map(|b| String::from_utf8(b.to_vec()).unwrap())
+    };
+    assert_eq!(header(0).as_deref(), Some("2025-06-01T10:00:00.000000Z"));
+    assert_eq!(header(3), None);
+    let valid = read_topic(&Topics::new(&p.prefix).valid, 4, Duration::from_secs(60)).await;
+    let mut envelopes: Vec<Value> = valid
+        .iter()
+        .map(|c| serde_json::from_slice(c.value.as_deref().unwrap()).unwrap())
+        .collect();
+    envelopes.sort_by_key(|e| e["seq"].as_u64());
+    let ts: Vec<&str> = envelopes
+        .iter()
+        .map(|e| e["ts"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        ts[..3],
+        [
+            "2025-06-01T10:00:00.000000Z",
+            "2025-06-02T00:00:00.000000Z",
+            "2025-06-02T00:00:05.000000Z"
+        ]
+    );
+    assert_eq!(ts[3], envelopes[3]["received_at"].as_str().unwrap());
+    assert_eq!(envelopes[1]["data"], json!({"temperature": 1.0}));
 }

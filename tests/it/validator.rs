@@ -10,7 +10,9 @@ use serde_json::{json, Value};
 use thingtotal_common::log::{Consumed, Record};
 use thingtotal_common::topics::Topics;
 
-use crate::harness::{kafka, random_prefix, start_api, start_part, stream, ADMIN};
+use crate::harness::{
+    kafka, metric, random_prefix, read_topic, start_api, start_part, stream, ADMIN,
+};
 
 /// A raw entry as ingest would publish it.
 fn raw(stream: u64, value: &str, n: usize) -> Record {
@@ -18,34 +20,6 @@ fn raw(stream: u64, value: &str, n: usize) -> Record {
         .header("tt.entry_id", uuid::Uuid::now_v7().to_string())
         .header("tt.received_at", "2026-01-01T00:00:00.000000Z")
         .header("tt.source", format!("test-{n}"))
-}
-
-/// Reads a whole topic (read_committed) until `count` records arrived, then checks that no more
-/// come.
-async fn read_topic(topic: &str, count: usize, within: Duration) -> Vec<Consumed> {
-    let log = kafka();
-    let partitions = log.end_offsets(topic).await.unwrap().len();
-    let mut readers = Vec::new();
-    for p in 0..partitions {
-        readers.push(log.reader(topic, p as i32, 0).await.unwrap());
-    }
-    let mut out = Vec::new();
-    let deadline = tokio::time::Instant::now() + within;
-    while out.len() < count {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "{topic}: {} of {count} records",
-            out.len()
-        );
-        for r in &mut readers {
-            out.extend(r.read(10_000, Duration::from_millis(50)).await.unwrap());
-        }
-    }
-    for r in &mut readers {
-        let extra = r.read(100, Duration::from_millis(500)).await.unwrap();
-        assert!(extra.is_empty(), "{topic}: more than {count} records");
-    }
-    out
 }
 
 fn header(c: &Consumed, name: &str) -> String {
@@ -72,6 +46,15 @@ async fn mixed_input_lands_in_exactly_one_place_with_reasons() {
     let api = start_api(&prefix).await;
     let _validator = start_part("validator", &prefix, &[]).await;
     let (id, _, _) = stream(&api, schema()).await;
+    // A stream that existed and was deleted: its entries are unknown from then on.
+    let (gone, _, _) = stream(&api, schema()).await;
+    let r = Client::new()
+        .delete(format!("{}/api/streams/{gone}", api.base))
+        .bearer_auth(ADMIN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), reqwest::StatusCode::NO_CONTENT);
     let topics = Topics::new(&prefix);
     let at = "\"at\":\"2026-02-03T04:05:06Z\"";
     // (value, expected kind or None for valid, expected instance path, expected keyword)
@@ -141,6 +124,13 @@ async fn mixed_input_lands_in_exactly_one_place_with_reasons() {
             "",
             "",
         ),
+        (
+            gone,
+            format!("{{\"t\":1,{at}}}"),
+            Some("unknown_stream"),
+            "",
+            "",
+        ),
     ];
     let log = kafka();
     let mut positions = HashMap::new();
@@ -152,7 +142,15 @@ async fn mixed_input_lands_in_exactly_one_place_with_reasons() {
         positions.insert(n, p[0]);
     }
     let valid = read_topic(&topics.valid, 2, Duration::from_secs(60)).await;
-    let dead = read_topic(&topics.dlq, 9, Duration::from_secs(60)).await;
+    let dead = read_topic(&topics.dlq, 10, Duration::from_secs(60)).await;
+    // Each case landed once, in one place.
+    let mut landed: Vec<usize> = valid
+        .iter()
+        .chain(&dead)
+        .map(|c| header(c, "tt.source")[5..].parse().unwrap())
+        .collect();
+    landed.sort();
+    assert_eq!(landed, (0..cases.len()).collect::<Vec<_>>());
     for v in &valid {
         let e: Value = serde_json::from_slice(v.value.as_deref().unwrap()).unwrap();
         let n: usize = header(v, "tt.source")[5..].parse().unwrap();
@@ -211,13 +209,23 @@ async fn mixed_input_lands_in_exactly_one_place_with_reasons() {
 
 /// Appends `per_stream` entries to each stream, a tenth of them invalid, in batches.
 async fn feed(prefix: &str, streams: &[u64], per_stream: usize) -> HashMap<String, (u64, usize)> {
+    feed_range(prefix, streams, 0, per_stream).await
+}
+
+/// Appends entries `from..to` of each stream, a tenth of them invalid, in batches.
+async fn feed_range(
+    prefix: &str,
+    streams: &[u64],
+    from: usize,
+    to: usize,
+) -> HashMap<String, (u64, usize)> {
     let log = kafka();
     let topic = Topics::new(prefix).raw;
     let mut sent = HashMap::new();
-    for chunk in 0..per_stream.div_ceil(1000) {
+    for chunk in from / 1000..to.div_ceil(1000) {
         let mut records = Vec::new();
         for s in streams {
-            for i in chunk * 1000..((chunk + 1) * 1000).min(per_stream) {
+            for i in (chunk * 1000).max(from)..((chunk + 1) * 1000).min(to) {
                 let value = if i % 10 == 9 {
                     format!("{{\"t\":\"bad {i}\"}}")
                 } else {
@@ -287,18 +295,7 @@ async fn kill_9_mid_run_then_restart_is_exactly_once() {
     // Kill it with SIGKILL once it is part-way through.
     let valid_topic = Topics::new(&prefix).valid;
     let log = kafka();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
-    loop {
-        let done: i64 = log.end_offsets(&valid_topic).await.unwrap().iter().sum();
-        if done > 10_000 {
-            break;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the validator made no progress"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_for_output(&prefix, 10_000).await;
     validator.child.kill().unwrap();
     validator.child.wait().unwrap();
     let done: i64 = log.end_offsets(&valid_topic).await.unwrap().iter().sum();
@@ -309,18 +306,7 @@ async fn kill_9_mid_run_then_restart_is_exactly_once() {
 }
 
 async fn processed_by(base: &str) -> f64 {
-    let text = Client::new()
-        .get(format!("{base}/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    text.lines()
-        .filter(|l| l.starts_with("thingtotal_validator_entries_total"))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
+    metric(base, "thingtotal_validator_entries_total", &[]).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -342,6 +328,76 @@ async fn two_instances_share_the_partitions_exactly_once() {
     assert!(
         on_a > 0.0 && on_b > 0.0,
         "both instances worked: {on_a} and {on_b}"
+    );
+}
+
+/// Waits until `entries.valid` and `entries.dlq` hold more than `n` entries together.
+async fn wait_for_output(prefix: &str, n: i64) {
+    let topics = Topics::new(prefix);
+    let log = kafka();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(180);
+    loop {
+        let mut done = 0;
+        for t in [&topics.valid, &topics.dlq] {
+            done += log.end_offsets(t).await.unwrap().iter().sum::<i64>();
+        }
+        if done > n {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the validators made no progress past {done}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn members_joining_and_leaving_mid_run_stay_exactly_once() {
+    let prefix = random_prefix("validator-rebalance");
+    let api = start_api(&prefix).await;
+    let mut streams = Vec::new();
+    for _ in 0..8 {
+        streams.push(stream(&api, json!({"name": "r", "schema": {"type": "object", "properties": {"t": {"type": "number"}}}})).await.0);
+    }
+    // Long polls over a trickle of entries: a membership change almost always lands while a
+    // member is filling a batch, with records of the partitions it is about to lose in it.
+    let env = |id| {
+        [
+            ("THINGTOTAL_INSTANCE_ID", id),
+            ("THINGTOTAL_VALIDATOR_BATCH_LINGER_MS", "1500"),
+            ("THINGTOTAL_VALIDATOR_BATCH_MAX", "1000000"),
+        ]
+    };
+    let mut a = start_part("validator", &prefix, &env("a")).await;
+    let feeder = {
+        let (prefix, streams) = (prefix.clone(), streams.clone());
+        tokio::spawn(async move {
+            let mut sent = HashMap::new();
+            for round in 0..40 {
+                sent.extend(feed_range(&prefix, &streams, round * 250, (round + 1) * 250).await);
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            sent
+        })
+    };
+    // A second member joins while the first is part-way through.
+    wait_for_output(&prefix, 5_000).await;
+    let b = start_part("validator", &prefix, &env("b")).await;
+    // Then the first leaves cleanly, and its partitions move to the second.
+    wait_for_output(&prefix, 40_000).await;
+    let status = std::process::Command::new("kill")
+        .args(["-TERM", &a.child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    a.child.wait().unwrap();
+    let sent = feeder.await.unwrap();
+    assert_eq!(sent.len(), 80_000);
+    exactly_once(&prefix, &sent).await;
+    assert!(
+        processed_by(&b.base).await > 0.0,
+        "the member that joined mid-run did some of the work"
     );
 }
 

@@ -3,7 +3,6 @@
 use bytes::Bytes;
 use chrono::{DateTime, TimeZone, Utc};
 use serde::Serialize;
-use serde_json::value::RawValue;
 use serde_json::Value;
 use thingtotal_common::envelope::{self, dlq, format_time};
 use thingtotal_common::log::{Consumed, Record};
@@ -63,7 +62,18 @@ struct Envelope<'a> {
     stream_version: u32,
     ts: String,
     received_at: String,
-    data: &'a RawValue,
+}
+
+/// The envelope's JSON: its fields, then `data` as the entry's own bytes. They were parsed once
+/// already, so they are valid JSON and are not checked or re-serialised again.
+fn envelope_bytes(envelope: &Envelope<'_>, data: &[u8]) -> Bytes {
+    let mut out = Vec::with_capacity(160 + data.len());
+    serde_json::to_writer(&mut out, envelope).expect("the envelope serialises");
+    out.pop(); // the closing brace
+    out.extend_from_slice(b",\"data\":");
+    out.extend_from_slice(data.trim_ascii());
+    out.push(b'}');
+    Bytes::from(out)
 }
 
 fn header_str<'a>(c: &'a Consumed, name: &str) -> Option<&'a str> {
@@ -109,18 +119,7 @@ pub(crate) fn judge(c: &Consumed, stream: Option<&StreamRecord>, schemas: &Schem
     };
     let version = Some(stream.version);
     let bytes = c.value.as_deref().unwrap_or_default();
-    let raw: &RawValue = match serde_json::from_slice(bytes) {
-        Ok(r) => r,
-        Err(e) => {
-            return dead(
-                Kind::MalformedJson,
-                format!("not valid JSON: {e}"),
-                vec![],
-                version,
-            )
-        }
-    };
-    let value: Value = match serde_json::from_str(raw.get()) {
+    let value: Value = match serde_json::from_slice(bytes) {
         Ok(v) => v,
         Err(e) => {
             return dead(
@@ -180,7 +179,10 @@ pub(crate) fn judge(c: &Consumed, stream: Option<&StreamRecord>, schemas: &Schem
         .or_else(|| Utc.timestamp_millis_opt(c.timestamp_ms).single())
         .unwrap_or_else(Utc::now);
     let ts = match &stream.timestamp_field {
-        None => received_at,
+        // A device time sent beside the data (ThingSpeak's created_at), else the receive time.
+        None => header_str(c, envelope::CREATED_AT)
+            .and_then(|s| DateTime::parse_from_rfc3339(s).ok())
+            .map_or(received_at, |t| t.with_timezone(&Utc)),
         Some(field) => {
             match value.get(field).and_then(timestamp) {
                 Some(t) => t,
@@ -207,16 +209,13 @@ pub(crate) fn judge(c: &Consumed, stream: Option<&StreamRecord>, schemas: &Schem
         stream_version: stream.version,
         ts: format_time(ts),
         received_at: format_time(received_at),
-        data: raw,
     };
-    Verdict::Valid(Bytes::from(
-        serde_json::to_vec(&envelope).expect("the envelope serialises"),
-    ))
+    Verdict::Valid(envelope_bytes(&envelope, bytes))
 }
 
 /// The record a verdict produces.
 pub(crate) fn output(
-    c: &Consumed,
+    c: Consumed,
     verdict: Verdict,
     valid_topic: &str,
     dlq_topic: &str,
@@ -225,9 +224,9 @@ pub(crate) fn output(
         Verdict::Valid(envelope) => (
             valid_topic.to_owned(),
             Record {
-                key: c.key.clone(),
+                key: c.key,
                 value: Some(envelope),
-                headers: c.headers.clone(),
+                headers: c.headers,
                 timestamp_ms: Some(c.timestamp_ms),
             },
         ),
@@ -237,9 +236,9 @@ pub(crate) fn output(
             violations,
             stream_version,
         } => {
-            let mut headers = c.headers.clone();
+            let mut headers = c.headers;
             let mut add = |k: &str, v: String| headers.push((k.to_owned(), Bytes::from(v)));
-            add(dlq::TOPIC, c.topic.clone());
+            add(dlq::TOPIC, c.topic);
             add(dlq::PARTITION, c.partition.to_string());
             add(dlq::OFFSET, c.offset.to_string());
             add(dlq::STAGE, "VALIDATE".into());
@@ -256,13 +255,13 @@ pub(crate) fn output(
             let key = if kind == Kind::UnknownStream {
                 None
             } else {
-                c.key.clone()
+                c.key
             };
             (
                 dlq_topic.to_owned(),
                 Record {
                     key,
-                    value: c.value.clone(),
+                    value: c.value,
                     headers,
                     timestamp_ms: Some(c.timestamp_ms),
                 },
@@ -378,6 +377,43 @@ mod tests {
     }
 
     #[test]
+    fn a_device_time_in_the_header_sets_ts_when_there_is_no_timestamp_field() {
+        let s = Schemas::default();
+        let mut c = raw("{\"t\":1}");
+        c.headers.push((
+            "tt.created_at".into(),
+            Bytes::from_static(b"2025-06-01T10:00:00.000000Z"),
+        ));
+        let Verdict::Valid(e) = judge(&c, Some(&stream(None)), &s) else {
+            panic!("valid")
+        };
+        let v: Value = serde_json::from_slice(&e).unwrap();
+        assert_eq!(v["ts"], "2025-06-01T10:00:00.000000Z");
+        assert_eq!(v["received_at"], "2026-01-01T00:00:00.000000Z");
+        // The stream's timestamp_field, when it has one, is what counts.
+        let Verdict::Valid(e) = judge(
+            &{
+                let mut c = raw("{\"t\":1,\"at\":1767225601234}");
+                c.headers = [
+                    c.headers.clone(),
+                    vec![(
+                        "tt.created_at".into(),
+                        Bytes::from_static(b"2025-06-01T10:00:00.000000Z"),
+                    )],
+                ]
+                .concat();
+                c
+            },
+            Some(&stream(Some("at"))),
+            &s,
+        ) else {
+            panic!("valid")
+        };
+        let v: Value = serde_json::from_slice(&e).unwrap();
+        assert_eq!(v["ts"], "2026-01-01T00:00:01.234000Z");
+    }
+
+    #[test]
     fn every_violation_is_listed() {
         let s = Schemas::default();
         let v = judge(
@@ -419,7 +455,8 @@ mod tests {
     fn dead_letters_carry_the_connect_headers() {
         let s = Schemas::default();
         let c = raw("{\"t\": \"warm\"}");
-        let (topic, r) = output(&c, judge(&c, Some(&stream(None)), &s), "valid", "dlq");
+        let verdict = judge(&c, Some(&stream(None)), &s);
+        let (topic, r) = output(c.clone(), verdict, "valid", "dlq");
         assert_eq!(topic, "dlq");
         assert_eq!(r.value, c.value);
         let h = |n: &str| {
@@ -451,7 +488,7 @@ mod tests {
         assert!(details[0]["schema_path"].as_str().unwrap().contains("type"));
         assert!(!details[0]["message"].as_str().unwrap().is_empty());
         let unknown = judge(&c, None, &s);
-        let (_, r) = output(&c, unknown, "valid", "dlq");
+        let (_, r) = output(c, unknown, "valid", "dlq");
         assert_eq!(r.key, None, "an unknown stream's dead letter has no key");
     }
 

@@ -140,8 +140,7 @@ pub async fn consume(
         // Never cancelled half-way: a dropped poll would lose the records it had fetched. The
         // linger bounds how long a shutdown waits for it.
         let polled = consumer.poll(args.validator_batch_max, linger).await;
-        // Transactions are fenced by the group's generation: nothing to do on a rebalance.
-        let _ = consumer.take_rebalances();
+        let revoked = !consumer.take_rebalances().revoked.is_empty();
         let batch = match polled {
             Ok(b) => b,
             Err(e) => {
@@ -150,6 +149,21 @@ pub async fn consume(
                 continue;
             }
         };
+        // A batch polled across a revocation may hold records of a partition that another member
+        // now owns (its commit would be accepted under this member's new generation), or records
+        // that are fetched again from the committed position when the partition comes back. None
+        // of it is written: the batch is dropped and reading restarts from the committed
+        // positions. A commit made with the old generation is fenced by the broker instead.
+        if revoked && !batch.is_empty() {
+            info!(
+                records = batch.len(),
+                "partitions were revoked during the poll; dropping the batch"
+            );
+            if consumer.rewind_until_done(&shutdown).await.is_err() {
+                break;
+            }
+            continue;
+        }
         if last_maintenance.elapsed() > Duration::from_secs(10) {
             last_maintenance = Instant::now();
             maintain(&rt, &consumer, &schemas).await;
@@ -205,10 +219,10 @@ async fn process(
     let (outputs, counts) = tokio::task::spawn_blocking(move || {
         let mut counts: HashMap<&'static str, u64> = HashMap::new();
         let outputs: Vec<_> = batch
-            .iter()
+            .into_iter()
             .map(|c| {
-                let stream = stream_id(c).and_then(|id| streams.get(&id).cloned().flatten());
-                let verdict = judge(c, stream.as_deref(), &schemas);
+                let stream = stream_id(&c).and_then(|id| streams.get(&id).cloned().flatten());
+                let verdict = judge(&c, stream.as_deref(), &schemas);
                 let outcome = match &verdict {
                     Verdict::Valid(_) => "valid",
                     Verdict::Dead { kind, .. } => kind.as_str(),
