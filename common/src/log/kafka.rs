@@ -86,11 +86,9 @@ impl KafkaLog {
     /// lazily by librdkafka; [`KafkaLog::check`] tells whether the brokers answer.
     pub fn connect(options: KafkaOptions) -> Result<Self> {
         let mut p = options.client_config();
-        let producer: FutureProducer = with_defaults(
-            options.client_config(),
-            &[PRODUCER_DEFAULTS, &[("message.timeout.ms", "30000")]].concat(),
-        )
-        .create()?;
+        let producer: FutureProducer =
+            producer_config(options.client_config(), &[("message.timeout.ms", "30000")])
+                .create()?;
         let admin: AdminClient<DefaultClientContext> = p.create()?;
         p.set(
             "group.id",
@@ -359,9 +357,9 @@ impl KafkaLog {
     async fn transactional_producer(&self, options: &GroupOptions) -> Result<FutureProducer> {
         // A crashed member's open transaction holds back read_committed readers until it
         // times out or a member with the same transactional.id fences it.
-        let mut cfg = with_defaults(
+        let mut cfg = producer_config(
             self.inner.options.client_config(),
-            &[PRODUCER_DEFAULTS, &[("transaction.timeout.ms", "10000")]].concat(),
+            &[("transaction.timeout.ms", "10000")],
         );
         cfg.set(
             "transactional.id",
@@ -377,14 +375,17 @@ impl KafkaLog {
     }
 }
 
-/// Producer settings the delivery contract relies on; a `--kafka-option` may tune the others.
-const PRODUCER_DEFAULTS: &[(&str, &str)] = &[
+/// Producer settings the delivery contract relies on: an entry is acknowledged only once every
+/// in-sync replica has it, retries never duplicate it, and a stream's entries share a partition
+/// (the embedded log hashes keys the same way). A `--kafka-option` cannot change them.
+const PRODUCER_REQUIRED: &[(&str, &str)] = &[
     ("enable.idempotence", "true"),
     ("acks", "all"),
-    ("linger.ms", "5"),
-    ("compression.type", "lz4"),
     ("partitioner", "murmur2_random"),
 ];
+
+/// Producer settings a `--kafka-option` may tune.
+const PRODUCER_DEFAULTS: &[(&str, &str)] = &[("linger.ms", "5"), ("compression.type", "lz4")];
 
 /// Sets each default that the user's options did not set.
 fn with_defaults(mut c: ClientConfig, defaults: &[(&str, &str)]) -> ClientConfig {
@@ -392,6 +393,24 @@ fn with_defaults(mut c: ClientConfig, defaults: &[(&str, &str)]) -> ClientConfig
         if c.get(k).is_none() {
             c.set(*k, *v);
         }
+    }
+    c
+}
+
+/// A producer's configuration: the user's options over the defaults, then the required
+/// settings over both, with a warning for each option of the user's that is overridden.
+fn producer_config(user: ClientConfig, defaults: &[(&str, &str)]) -> ClientConfig {
+    let mut c = with_defaults(user, &[PRODUCER_DEFAULTS, defaults].concat());
+    for (k, v) in PRODUCER_REQUIRED {
+        if let Some(set) = c.get(k).filter(|set| set != v) {
+            warn!(
+                option = k,
+                set,
+                used = v,
+                "ignoring a Kafka option the delivery guarantees depend on"
+            );
+        }
+        c.set(*k, *v);
     }
     c
 }
@@ -724,5 +743,25 @@ impl KafkaGroup {
         })
         .await
         .map_err(|_| Error::Closed)?
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn options_tune_the_producer_but_never_its_guarantees() {
+        let mut user = ClientConfig::new();
+        user.set("acks", "1")
+            .set("enable.idempotence", "false")
+            .set("linger.ms", "50");
+        let c = producer_config(user, &[("message.timeout.ms", "30000")]);
+        assert_eq!(c.get("acks"), Some("all"));
+        assert_eq!(c.get("enable.idempotence"), Some("true"));
+        assert_eq!(c.get("partitioner"), Some("murmur2_random"));
+        assert_eq!(c.get("linger.ms"), Some("50"));
+        assert_eq!(c.get("compression.type"), Some("lz4"));
+        assert_eq!(c.get("message.timeout.ms"), Some("30000"));
     }
 }
