@@ -154,7 +154,7 @@ fn iso(us: i64) -> String {
 }
 
 /// Read a stream's entries: a time range, paginated, or windowed aggregates.
-#[utoipa::path(get, path = "/api/streams/{id}/entries", tag = "entries",
+#[utoipa::path(get, path = "/api/streams/{id}/entries", tag = "entries", operation_id = "list_entries",
     params(("id" = u64, Path, description = "Stream id"), EntriesParams),
     responses(
         (status = 200, description = "A page of entries (or, with `window` and `agg`, the windows). \

@@ -68,6 +68,9 @@ pub struct Api {
     rt: Runtime,
     admin_token: Option<Arc<str>>,
     reads: read::Backends,
+    /// Held across each change's read, write and wait for the registry, so that two changes
+    /// to a stream through this instance never start from the same version.
+    changes: Arc<tokio::sync::Mutex<()>>,
 }
 
 impl Api {
@@ -77,6 +80,7 @@ impl Api {
             rt,
             admin_token: admin_token.map(Into::into),
             reads: read::Backends::default(),
+            changes: Arc::default(),
         }
     }
 
@@ -96,6 +100,11 @@ impl Api {
 
     pub(crate) fn admin_token(&self) -> Option<&str> {
         self.admin_token.as_deref()
+    }
+
+    /// One change to the streams at a time (see [`Api::changes`]).
+    pub(crate) async fn changing(&self) -> tokio::sync::MutexGuard<'_, ()> {
+        self.changes.lock().await
     }
 }
 

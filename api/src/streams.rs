@@ -331,6 +331,7 @@ pub(crate) async fn create(
     auth::require_admin(api.admin_token(), &c)?;
     let d: StreamDefinition = parse_body(&body)?;
     check(&d)?;
+    let _one_change = api.changing().await;
     let id = loop {
         let id = rand::random_range(1_000_000..=2_147_483_647u64);
         if api.rt.registry.get(id).is_none() {
@@ -372,7 +373,7 @@ pub(crate) async fn create(
 }
 
 /// List streams: all of them with the admin token, the public ones without.
-#[utoipa::path(get, path = "/api/streams", tag = "streams", params(ListParams),
+#[utoipa::path(get, path = "/api/streams", tag = "streams", operation_id = "list_streams", params(ListParams),
     responses(
         (status = 200, description = "A page of streams", body = StreamPage),
         (status = 400, description = "Bad parameters", body = Problem, content_type = "application/problem+json"),
@@ -453,9 +454,10 @@ pub(crate) async fn update(
     body: bytes::Bytes,
 ) -> Result<Response, Problem> {
     auth::require_admin(api.admin_token(), &c)?;
-    let old = existing(&api, id).await?;
     let d: StreamDefinition = parse_body(&body)?;
     check(&d)?;
+    let _one_change = api.changing().await;
+    let old = existing(&api, id).await?;
     let record = StreamRecord {
         name: d.name,
         description: d.description,
@@ -487,6 +489,7 @@ pub(crate) async fn update(
     security(("admin" = [])))]
 pub(crate) async fn delete(api: Api, id: StreamId, c: Credential) -> Result<Response, Problem> {
     auth::require_admin(api.admin_token(), &c)?;
+    let _one_change = api.changing().await;
     existing(&api, id).await?;
     write(&api, id, None).await?;
     tracing::info!(stream = id, "stream deleted");
@@ -494,7 +497,7 @@ pub(crate) async fn delete(api: Api, id: StreamId, c: Credential) -> Result<Resp
 }
 
 /// Rotate a stream's write key, read key or both. The new keys are shown this once, and the
-/// old ones stop working.
+/// old ones stop working. The version goes up by one.
 #[utoipa::path(post, path = "/api/streams/{id}/keys", tag = "streams",
     params(("id" = u64, Path, description = "Stream id")),
     request_body(content = RotateRequest, description = "Empty means both"),
@@ -514,13 +517,17 @@ pub(crate) async fn rotate(
     body: bytes::Bytes,
 ) -> Result<Response, Problem> {
     auth::require_admin(api.admin_token(), &c)?;
-    let old = existing(&api, id).await?;
+    existing(&api, id).await?;
     let req: RotateRequest = if body.iter().all(u8::is_ascii_whitespace) {
         RotateRequest::default()
     } else {
         parse_body(&body)?
     };
+    let _one_change = api.changing().await;
+    let old = existing(&api, id).await?;
     let mut record = (*old).clone();
+    // A rotation is a change of the record like any other: its version goes up.
+    record.version += 1;
     let mut shown = (None, None);
     if matches!(req.rotate, Rotate::Write | Rotate::Both) {
         let k = keys::generate();

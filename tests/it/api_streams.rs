@@ -54,13 +54,32 @@ fn definition(name: &str, public: bool) -> Value {
     })
 }
 
+/// Posts one entry to stream `id` through an ingest process, with the write key `key`.
+async fn post_entry(ingest: &ApiProcess, id: u64, key: &str) -> StatusCode {
+    Client::new()
+        .post(format!("{}/api/streams/{id}/entries", ingest.base))
+        .header("x-api-key", key)
+        .json(&json!({"temperature": 20.5, "site": "a"}))
+        .send()
+        .await
+        .unwrap()
+        .status()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn streams_have_a_full_crud_cycle() {
-    let api = start_api(&random_prefix("crud")).await;
+    let prefix = random_prefix("crud");
+    let api = start_api(&prefix).await;
+    let ingest = start_part("ingest", &prefix, &[]).await;
     let url = |p: &str| format!("{}{p}", api.base);
     let created = create(&api, "gh", false).await;
     let id = created["id"].as_u64().unwrap();
+    let write_key = created["write_key"].as_str().unwrap().to_owned();
     assert_eq!(created["version"], 1);
+    assert_eq!(
+        post_entry(&ingest, id, &write_key).await,
+        StatusCode::ACCEPTED
+    );
     assert_eq!(created["fields"], json!(["temperature", "site", "at"]));
     assert_eq!(created["measurement"], id.to_string());
     assert_eq!(created["created_at"], created["updated_at"]);
@@ -186,11 +205,18 @@ async fn streams_have_a_full_crud_cycle() {
     .await;
     assert_eq!(s, StatusCode::NOT_FOUND);
     assert_eq!(p["status"], 404);
+    // Its entries are refused from then on.
+    assert_eq!(
+        post_entry(&ingest, id, &write_key).await,
+        StatusCode::NOT_FOUND
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn keys_are_shown_once_and_rotation_retires_the_old_key() {
-    let api = start_api(&random_prefix("keys")).await;
+    let prefix = random_prefix("keys");
+    let api = start_api(&prefix).await;
+    let ingest = start_part("ingest", &prefix, &[]).await;
     let url = |p: &str| format!("{}{p}", api.base);
     let created = create(&api, "k", false).await;
     let id = created["id"].as_u64().unwrap();
@@ -210,6 +236,16 @@ async fn keys_are_shown_once_and_rotation_retires_the_old_key() {
     assert!(
         rotated.get("read_key").is_none(),
         "only the rotated key is shown"
+    );
+    assert_eq!(rotated["version"], 2, "a rotation is a change: {rotated}");
+    assert_eq!(
+        post_entry(&ingest, id, &old_write).await,
+        StatusCode::FORBIDDEN,
+        "the old write key is refused"
+    );
+    assert_eq!(
+        post_entry(&ingest, id, new_write).await,
+        StatusCode::ACCEPTED
     );
     let (s, _) = call(
         Method::GET,
@@ -498,6 +534,22 @@ async fn the_openapi_document_matches_the_routes_both_ways() {
         doc["openapi"]
     );
     assert_eq!(doc["components"]["schemas"]["Problem"]["type"], "object");
+    // It is a valid OpenAPI 3.1 document, as a third party's validator judges it.
+    let file = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(file.path(), serde_json::to_vec(&doc).unwrap()).unwrap();
+    let errors = crate::harness::python(&format!(
+        "import json\n\
+         from openapi_spec_validator import OpenAPIV31SpecValidator\n\
+         spec = json.load(open({:?}))\n\
+         print(json.dumps([f'{{list(e.absolute_path)}}: {{e.message}}' \
+             for e in OpenAPIV31SpecValidator(spec).iter_errors()][:20]))",
+        file.path()
+    ));
+    assert_eq!(
+        errors,
+        json!([]),
+        "the OpenAPI document is not valid OpenAPI 3.1"
+    );
     let mut documented: Vec<(String, String)> = Vec::new();
     for (path, item) in doc["paths"].as_object().unwrap() {
         for method in item.as_object().unwrap().keys() {
