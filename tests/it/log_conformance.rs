@@ -246,6 +246,16 @@ async fn group_positions(log: Log, prefix: &str) {
         .is_empty());
 }
 
+/// The sum of the group's committed positions over `topic`'s partitions.
+async fn committed_total(c: &thingtotal_common::log::GroupConsumer, topic: &str) -> i64 {
+    c.committed(topic)
+        .await
+        .unwrap()
+        .into_iter()
+        .flatten()
+        .sum()
+}
+
 async fn produce_and_commit_atomically(log: Log, prefix: &str) {
     let input = format!("{prefix}.in");
     let output = format!("{prefix}.out");
@@ -261,6 +271,22 @@ async fn produce_and_commit_atomically(log: Log, prefix: &str) {
     .await
     .unwrap();
     let g = format!("{prefix}-copy");
+    // A call that fails leaves nothing behind: its output is never visible and no position
+    // moves. One of its records goes to a topic that cannot exist.
+    {
+        let mut c = log.consumer(group(&g, &input, true)).await.unwrap();
+        let batch = poll_all(&mut c, 50).await;
+        let out = vec![
+            (output.clone(), Record::new("0", "orphan")),
+            (format!("{prefix}.no such topic!"), Record::new("0", "x")),
+        ];
+        assert!(c
+            .produce_and_commit(out, &positions_after(&batch))
+            .await
+            .is_err());
+        let committed = committed_total(&c, &input).await;
+        assert_eq!(committed, 0, "a failed call committed positions");
+    }
     {
         let mut c = log.consumer(group(&g, &input, true)).await.unwrap();
         let batch = poll_all(&mut c, 50).await;
@@ -280,13 +306,7 @@ async fn produce_and_commit_atomically(log: Log, prefix: &str) {
         c.produce_and_commit(out, &positions_after(&batch))
             .await
             .unwrap();
-        let committed: i64 = c
-            .committed(&input)
-            .await
-            .unwrap()
-            .into_iter()
-            .flatten()
-            .sum();
+        let committed = committed_total(&c, &input).await;
         assert_eq!(
             committed, 50,
             "the consumed positions were committed with the output"
@@ -317,6 +337,7 @@ async fn produce_and_commit_atomically(log: Log, prefix: &str) {
             .is_empty());
     }
     values.sort();
+    // Every copy once, and not the failed call's output.
     let mut expected: Vec<String> = (0..50).map(|i| format!("copied-{i}")).collect();
     expected.sort();
     assert_eq!(values, expected);

@@ -57,9 +57,10 @@ async fn a_write_while_kafka_is_down_gets_503_and_is_accepted_once_it_is_back() 
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
     assert!(retry_after.is_some(), "503 carries Retry-After");
     assert!(body.get("seq").is_none() && body.get("entry_ids").is_none());
+    // The deadline is 3 s; the margin is for a loaded machine, not for a second deadline.
     assert!(
-        took < Duration::from_secs(10),
-        "answered within the deadline, took {took:?}"
+        took < Duration::from_millis(4500),
+        "answered within the 3 s deadline, took {took:?}"
     );
 
     // Once the broker is back, the same request is accepted.
