@@ -1036,9 +1036,9 @@ pub(crate) mod doc {
                ("median" = Option<String>, Query, description = "Likewise"),
                ("sum" = Option<String>, Query, description = "Likewise"),
                ("timescale" = Option<String>, Query, description = "Likewise: the first value of each window")),
-        responses((status = 200, description = "The channel and its feeds", body = Object),
-                  (status = 400, description = "`-1` for a private channel without its key; ThingSpeak's error object for a bad parameter", body = String),
-                  (status = 404, description = "No such channel", body = Object)))]
+        responses((status = 200, description = "The channel and its feeds", body = thingtotal_common::thingspeak::ThingSpeakFeeds),
+                  (status = 400, description = "`-1` for a private channel without its key; ThingSpeak's error object for a bad parameter", body = thingtotal_common::thingspeak::ThingSpeakError),
+                  (status = 404, description = "No such channel", body = thingtotal_common::thingspeak::ThingSpeakError)))]
     #[allow(dead_code)]
     fn feeds_json() {}
 
@@ -1054,7 +1054,7 @@ pub(crate) mod doc {
     #[utoipa::path(get, path = "/channels/{id}/fields/{n}.json", tag = "thingspeak",
         params(("id" = u64, Path, description = "Channel (stream) id"),
                ("n" = u8, Path, description = "Field number, 1 to 8")),
-        responses((status = 200, description = "The channel and the field's feeds", body = Object),
+        responses((status = 200, description = "The channel and the field's feeds", body = thingtotal_common::thingspeak::ThingSpeakFeeds),
                   (status = 400, description = "`-1`, a bad parameter or a field the channel lacks", body = String)))]
     #[allow(dead_code)]
     fn field_json() {}
@@ -1071,7 +1071,7 @@ pub(crate) mod doc {
     /// The newest entry as a bare feed object; `-1` when there is none.
     #[utoipa::path(get, path = "/channels/{id}/feeds/last.json", tag = "thingspeak",
         params(("id" = u64, Path, description = "Channel (stream) id")),
-        responses((status = 200, description = "The feed, or -1", body = Object),
+        responses((status = 200, description = "The feed, or -1", body = thingtotal_common::thingspeak::ThingSpeakFeed),
                   (status = 400, description = "`-1`: a private channel without its key", body = String)))]
     #[allow(dead_code)]
     fn last_json() {}
@@ -1080,7 +1080,7 @@ pub(crate) mod doc {
     #[utoipa::path(get, path = "/channels/{id}/fields/{n}/last.json", tag = "thingspeak",
         params(("id" = u64, Path, description = "Channel (stream) id"),
                ("n" = u8, Path, description = "Field number, 1 to 8")),
-        responses((status = 200, description = "`{created_at, entry_id, fieldN}`, or -1", body = Object),
+        responses((status = 200, description = "`{created_at, entry_id, fieldN}`, or -1", body = thingtotal_common::thingspeak::ThingSpeakFeed),
                   (status = 400, description = "`-1`", body = String)))]
     #[allow(dead_code)]
     fn field_last_json() {}
@@ -1097,7 +1097,7 @@ pub(crate) mod doc {
     /// Seconds since the newest entry: `{"last_data_age": "174", "last_data_age_units": "s"}`.
     #[utoipa::path(get, path = "/channels/{id}/feeds/last_data_age.json", tag = "thingspeak",
         params(("id" = u64, Path, description = "Channel (stream) id")),
-        responses((status = 200, description = "The age, or -1", body = Object),
+        responses((status = 200, description = "The age, or -1", body = thingtotal_common::thingspeak::ThingSpeakDataAge),
                   (status = 400, description = "`-1`", body = String)))]
     #[allow(dead_code)]
     fn last_data_age_json() {}
@@ -1106,7 +1106,7 @@ pub(crate) mod doc {
     #[utoipa::path(get, path = "/channels/{id}/fields/{n}/last_data_age.json", tag = "thingspeak",
         params(("id" = u64, Path, description = "Channel (stream) id"),
                ("n" = u8, Path, description = "Field number, 1 to 8")),
-        responses((status = 200, description = "The age, or -1", body = Object),
+        responses((status = 200, description = "The age, or -1", body = thingtotal_common::thingspeak::ThingSpeakDataAge),
                   (status = 400, description = "`-1`", body = String)))]
     #[allow(dead_code)]
     fn field_last_data_age_json() {}
@@ -1115,9 +1115,9 @@ pub(crate) mod doc {
     /// API key).
     #[utoipa::path(get, path = "/channels/{id}.json", tag = "thingspeak",
         params(("id" = u64, Path, description = "Channel (stream) id")),
-        responses((status = 200, description = "id, name, description, created_at, last_entry_id, field labels…", body = Object),
+        responses((status = 200, description = "id, name, description, created_at, last_entry_id, field labels…", body = thingtotal_common::thingspeak::ThingSpeakChannelSettings),
                   (status = 400, description = "`-1`: private, and not the admin token", body = String),
-                  (status = 404, description = "No such channel", body = Object)))]
+                  (status = 404, description = "No such channel", body = thingtotal_common::thingspeak::ThingSpeakError)))]
     #[allow(dead_code)]
     fn channel_json() {}
 }

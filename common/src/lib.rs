@@ -19,6 +19,7 @@ pub mod registry;
 pub mod runtime;
 pub mod stream;
 pub mod telemetry;
+pub mod thingspeak;
 pub mod time;
 pub mod topics;
 

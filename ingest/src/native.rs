@@ -119,6 +119,20 @@ pub(crate) async fn decode(
     }
 }
 
+/// One entry, or an array of entries. Each entry is an object whose members the stream's own
+/// JSON Schema defines (the validator checks them).
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+#[serde(untagged)]
+#[allow(dead_code)]
+pub(crate) enum EntriesBody {
+    /// One entry.
+    #[schema(value_type = Object)]
+    One(serde_json::Map<String, serde_json::Value>),
+    /// Several entries, in order.
+    #[schema(value_type = Vec<Object>)]
+    Many(Vec<serde_json::Map<String, serde_json::Value>>),
+}
+
 /// Post entries to a stream. Answers `202` only once the log acknowledged every entry.
 #[utoipa::path(post, path = "/api/streams/{id}/entries", tag = "entries",
     params(("id" = u64, Path, description = "Stream id")),
@@ -126,7 +140,7 @@ pub(crate) async fn decode(
         description = "One JSON object, a JSON array of objects, or NDJSON (one object per line). \
                        Content-Encoding: gzip is accepted.",
         content(
-            (Object = "application/json"),
+            (EntriesBody = "application/json"),
             (String = "application/x-ndjson"),
         )
     ),

@@ -13,7 +13,16 @@ use utoipa::OpenApi;
         update_json_post,
         bulk_update
     ),
-    components(schemas(crate::native::Accepted)),
+    components(schemas(
+        crate::native::Accepted,
+        crate::native::EntriesBody,
+        thingtotal_common::thingspeak::ThingSpeakEntry,
+        thingtotal_common::thingspeak::ThingSpeakUpdate,
+        thingtotal_common::thingspeak::ThingSpeakBulkUpdate,
+        thingtotal_common::thingspeak::ThingSpeakBulkEntry,
+        thingtotal_common::thingspeak::ThingSpeakSuccess,
+        thingtotal_common::thingspeak::ThingSpeakError,
+    )),
     tags(
         (name = "entries", description = "Post entries to a stream"),
         (name = "thingspeak", description = "ThingSpeak-compatible writes: existing devices work by changing the host")
@@ -36,7 +45,7 @@ fn update_get() {}
 
 /// Write one entry, ThingSpeak style, with a form or JSON body.
 #[utoipa::path(post, path = "/update", tag = "thingspeak",
-    request_body(content = String, description = "field1=…&field2=…&api_key=…", content_type = "application/x-www-form-urlencoded"),
+    request_body(content = thingtotal_common::thingspeak::ThingSpeakUpdate, description = "The write as a form (a JSON object with the same members is accepted too)", content_type = "application/x-www-form-urlencoded"),
     responses((status = 200, description = "The new entry's id as text", body = String, content_type = "text/plain"),
               (status = 400, description = "`0`: missing or unknown write key, or an unreadable request", body = String, content_type = "text/plain"),
               (status = 503, description = "`0`: not stored; retry", body = String, content_type = "text/plain")))]
@@ -47,7 +56,7 @@ fn update_post() {}
 #[utoipa::path(get, path = "/update.json", tag = "thingspeak",
     params(("api_key" = Option<String>, Query, description = "The stream's write key"),
            ("field1" = Option<String>, Query, description = "Value of the stream's first field (likewise field2..field8)")),
-    responses((status = 200, description = "The entry: channel_id, created_at, entry_id, field1..8 (strings or null), latitude, longitude, elevation, status", body = Object),
+    responses((status = 200, description = "The entry, values as strings", body = thingtotal_common::thingspeak::ThingSpeakEntry),
               (status = 400, description = "`0`", body = String, content_type = "text/plain"),
               (status = 503, description = "`0`: not stored; retry", body = String, content_type = "text/plain")))]
 #[allow(dead_code)]
@@ -55,8 +64,8 @@ fn update_json_get() {}
 
 /// Write one entry, ThingSpeak style, with a form or JSON body; answers the entry object.
 #[utoipa::path(post, path = "/update.json", tag = "thingspeak",
-    request_body(content = String, description = "field1=…&field2=…&api_key=…", content_type = "application/x-www-form-urlencoded"),
-    responses((status = 200, description = "The entry object", body = Object),
+    request_body(content = thingtotal_common::thingspeak::ThingSpeakUpdate, description = "The write as a form (a JSON object with the same members is accepted too)", content_type = "application/x-www-form-urlencoded"),
+    responses((status = 200, description = "The entry object, values as strings", body = thingtotal_common::thingspeak::ThingSpeakEntry),
               (status = 400, description = "`0`", body = String, content_type = "text/plain"),
               (status = 503, description = "`0`: not stored; retry", body = String, content_type = "text/plain")))]
 #[allow(dead_code)]
@@ -65,12 +74,12 @@ fn update_json_post() {}
 /// Write many entries: `{"write_api_key": …, "updates": [{"created_at" or "delta_t", "field1", …}]}`.
 #[utoipa::path(post, path = "/channels/{id}/bulk_update.json", tag = "thingspeak",
     params(("id" = u64, Path, description = "Channel (stream) id")),
-    request_body(content = Object, description = "write_api_key and updates"),
-    responses((status = 202, description = "{\"success\":true}", body = Object),
-              (status = 400, description = "ThingSpeak error object", body = Object),
-              (status = 401, description = "ThingSpeak error object: error_auth_required", body = Object),
-              (status = 404, description = "ThingSpeak error object: error_resource_not_found", body = Object),
-              (status = 413, description = "ThingSpeak error object: error_request_too_large", body = Object),
-              (status = 503, description = "Not stored; retry", body = Object)))]
+    request_body(content = thingtotal_common::thingspeak::ThingSpeakBulkUpdate, description = "write_api_key and updates"),
+    responses((status = 202, description = "Stored", body = thingtotal_common::thingspeak::ThingSpeakSuccess),
+              (status = 400, description = "ThingSpeak error object", body = thingtotal_common::thingspeak::ThingSpeakError),
+              (status = 401, description = "ThingSpeak error object: error_auth_required", body = thingtotal_common::thingspeak::ThingSpeakError),
+              (status = 404, description = "ThingSpeak error object: error_resource_not_found", body = thingtotal_common::thingspeak::ThingSpeakError),
+              (status = 413, description = "ThingSpeak error object: error_request_too_large", body = thingtotal_common::thingspeak::ThingSpeakError),
+              (status = 503, description = "Not stored; retry", body = thingtotal_common::thingspeak::ThingSpeakError)))]
 #[allow(dead_code)]
 fn bulk_update() {}

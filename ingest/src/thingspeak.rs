@@ -18,6 +18,7 @@ use std::collections::HashMap;
 use bytes::Bytes;
 use chrono::{DateTime, Duration, SecondsFormat, Utc};
 use serde_json::{json, Map, Value};
+use thingtotal_common::http::BodyTooLarge;
 use thingtotal_common::stream::{StreamId, StreamRecord};
 use thingtotal_common::time::parse_device_time;
 use warp::http::StatusCode;
@@ -495,22 +496,36 @@ pub(crate) fn routes(
         .and(warp::header::headers_cloned())
         .and(query())
         .and(thingtotal_common::http::body_or_refusal(max_body))
-        .then(|json_answer, i, h, q, b| async move {
-            let answer = match b {
-                Ok(b) => update(i, json_answer, h, q, b).await,
-                Err(refused) => crate::refusal(refused).await,
-            };
-            crate::counted("update", answer).await
-        });
+        .then(
+            |json_answer, i, h, q, b: Result<Bytes, warp::Rejection>| async move {
+                let answer = match b {
+                    Ok(b) => update(i, json_answer, h, q, b).await,
+                    // ThingSpeak's answer to any failed write.
+                    Err(r) if r.find::<BodyTooLarge>().is_some() => {
+                        text(StatusCode::PAYLOAD_TOO_LARGE, "0")
+                    }
+                    Err(refused) => crate::refusal(refused).await,
+                };
+                crate::counted("update", answer).await
+            },
+        );
     let bulk = warp::path!("channels" / u64 / "bulk_update.json")
         .and(warp::post())
         .and(state)
         .and(warp::header::headers_cloned())
         .and(thingtotal_common::http::body_or_refusal(max_body))
-        .then(|id, i, h, b| async move {
+        .then(|id, i, h, b: Result<Bytes, warp::Rejection>| async move {
             let answer = match b {
                 Ok(b) => bulk_update(i, id, h, b).await,
-                Err(refused) => crate::refusal(refused).await,
+                Err(r) => match r.find::<BodyTooLarge>() {
+                    Some(large) => ts_error(
+                        StatusCode::PAYLOAD_TOO_LARGE,
+                        "error_request_too_large",
+                        "Request Entity Too Large",
+                        &format!("the body is larger than {} bytes", large.limit),
+                    ),
+                    None => crate::refusal(r).await,
+                },
             };
             crate::counted("bulk_update", answer).await
         });

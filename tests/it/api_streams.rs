@@ -550,6 +550,31 @@ async fn the_openapi_document_matches_the_routes_both_ways() {
         json!([]),
         "the OpenAPI document is not valid OpenAPI 3.1"
     );
+    // Every JSON body, sent or answered, has a schema that says what is in it.
+    let mut vague = Vec::new();
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        for (method, op) in item.as_object().unwrap() {
+            let bodies = op["responses"]
+                .as_object()
+                .into_iter()
+                .flatten()
+                .map(|(status, r)| (status.clone(), &r["content"]))
+                .chain([("request".to_owned(), &op["requestBody"]["content"])]);
+            for (which, content) in bodies {
+                for (media, body) in content.as_object().into_iter().flatten() {
+                    let schema = &body["schema"];
+                    let described = schema.get("$ref").is_some()
+                        || schema.get("properties").is_some()
+                        || schema.get("items").is_some()
+                        || schema["type"] != "object";
+                    if media.contains("json") && !described {
+                        vague.push(format!("{method} {path} {which} {media}"));
+                    }
+                }
+            }
+        }
+    }
+    assert!(vague.is_empty(), "bodies without a schema: {vague:#?}");
     let mut documented: Vec<(String, String)> = Vec::new();
     for (path, item) in doc["paths"].as_object().unwrap() {
         for method in item.as_object().unwrap().keys() {

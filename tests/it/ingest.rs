@@ -415,6 +415,27 @@ async fn thingspeak_writes_become_typed_entries_with_thingspeak_answers() {
         json!({"status": "401", "error": {"error_code": "error_auth_required", "message": "Authorization Required",
                "details": "Please make sure that your API key is correct."}})
     );
+    // A body over the limit (1 MiB by default) gets ThingSpeak's answers too.
+    let huge = format!("api_key={key}&status={}", "x".repeat(1 << 20));
+    let r = c
+        .post(format!("{}/update", p.ingest.base))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(huge)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    assert_eq!(r.text().await.unwrap(), "0");
+    let r = c
+        .post(format!("{}/channels/{id}/bulk_update.json", p.ingest.base))
+        .json(&json!({"write_api_key": key, "updates": [{"delta_t": 0, "status": "x".repeat(1 << 20)}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    let e: Value = r.json().await.unwrap();
+    assert_eq!(e["status"], "413");
+    assert_eq!(e["error"]["error_code"], "error_request_too_large");
     // The entries on entries.raw, typed by the schema.
     let raw = raw_entries(&p.prefix, 5).await;
     let data: Vec<Value> = raw
