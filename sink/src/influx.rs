@@ -13,16 +13,18 @@
 //! variant is private) and folds every failure into one error, while this writer needs both; so it
 //! speaks the small HTTP API itself with reqwest.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::io::Write;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use thingtotal_common::envelope::{dlq, ValidEntry};
+use thingtotal_common::envelope::dlq;
 use thingtotal_common::log::{positions_after, Consumed, Drain, GroupOptions, Record};
 use thingtotal_common::runtime::Runtime;
 use thingtotal_common::stream::StreamId;
+use thingtotal_common::time::envelope_micros;
 use thingtotal_common::CancellationToken;
 use tracing::{info, warn};
 
@@ -156,18 +158,34 @@ impl Writer {
 /// request share their receive time, and points with the same series and time overwrite each
 /// other, so the nanoseconds keep such entries apart; `seq` makes it the same on every replay.
 /// `None` outside what InfluxDB can store (years 1677 to 2262).
-pub(crate) fn point_time(entry: &ValidEntry) -> Option<i64> {
-    entry
-        .ts
-        .timestamp_micros()
+pub(crate) fn point_time(entry: &Envelope<'_>) -> Option<i64> {
+    envelope_micros(&entry.ts)?
         .checked_mul(1000)?
         .checked_add((entry.seq % 1000) as i64)
+}
+
+/// An envelope of `entries.valid` as the writer reads it: the strings borrowed, the times left
+/// as text (`ts` is read by [`point_time`] without chrono's general parser), `received_at`
+/// skipped.
+#[derive(Debug, serde::Deserialize)]
+pub(crate) struct Envelope<'a> {
+    #[serde(borrow)]
+    entry_id: Cow<'a, str>,
+    seq: u64,
+    stream_id: StreamId,
+    stream_version: u32,
+    #[serde(borrow)]
+    ts: Cow<'a, str>,
+    data: serde_json::Value,
 }
 
 /// The layout of the stream version an entry was validated against. The registry holds the
 /// current version; if it is behind the entry's, it is given time to catch up. A layout is only
 /// built from the version it is cached under.
-async fn layout_for(rt: &Runtime, entry: &ValidEntry) -> thingtotal_common::Result<Option<Layout>> {
+async fn layout_for(
+    rt: &Runtime,
+    entry: &Envelope<'_>,
+) -> thingtotal_common::Result<Option<Layout>> {
     let timeout = Duration::from_secs(5);
     let Some(mut stream) = rt.registry.lookup(entry.stream_id, timeout).await? else {
         return Ok(None);
@@ -185,8 +203,15 @@ async fn layout_for(rt: &Runtime, entry: &ValidEntry) -> thingtotal_common::Resu
 }
 
 /// Parsed `entries.valid` records: the envelope, or why it could not be read.
-fn parse(c: &Consumed) -> Result<ValidEntry, String> {
-    serde_json::from_slice(c.value.as_deref().unwrap_or_default()).map_err(|e| e.to_string())
+fn parse(c: &Consumed) -> Result<Envelope<'_>, String> {
+    let e: Envelope<'_> = serde_json::from_slice(c.value.as_deref().unwrap_or_default())
+        .map_err(|e| e.to_string())?;
+    uuid::Uuid::try_parse(&e.entry_id)
+        .map_err(|_| format!("entry_id {:?} is not a UUID", e.entry_id))?;
+    if envelope_micros(&e.ts).is_none() {
+        return Err(format!("ts {:?} is not RFC 3339", e.ts));
+    }
+    Ok(e)
 }
 
 /// A dead letter for a point InfluxDB rejected: the valid envelope unchanged, plus the reason.
@@ -319,13 +344,7 @@ pub(crate) async fn run(
                 ));
                 continue;
             };
-            layout.write(
-                &mut body,
-                &entry.data,
-                entry.seq,
-                &entry.entry_id.to_string(),
-                ts_ns,
-            );
+            layout.write(&mut body, &entry.data, entry.seq, &entry.entry_id, ts_ns);
             lines.push(start..body.len());
             line_of.push(i);
         }
