@@ -62,11 +62,7 @@ pub struct SinkArgs {
     #[arg(long, env = "THINGTOTAL_INFLUX_BATCH_MAX", default_value_t = 5000)]
     pub influx_batch_max: usize,
     /// Longest wait to fill an InfluxDB batch, in milliseconds.
-    #[arg(
-        long,
-        env = "THINGTOTAL_INFLUX_BATCH_LINGER_MS",
-        default_value_t = 1000
-    )]
+    #[arg(long, env = "THINGTOTAL_INFLUX_BATCH_LINGER_MS", default_value_t = 500)]
     pub influx_batch_linger_ms: u64,
     /// Archive entries as Parquet files.
     #[arg(long, env = "THINGTOTAL_SINK_ARCHIVE", default_value_t = true, action = clap::ArgAction::Set)]

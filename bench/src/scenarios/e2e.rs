@@ -458,7 +458,7 @@ pub(super) async fn run(ctx: &mut Ctx) -> anyhow::Result<Vec<Row>> {
     a.latency = Some(LatencySpread::of(&influx));
     a.baseline_latency = Some(LatencySpread::of(&direct));
     a.notes.push(format!(
-        "{rate:.0} entries/s, one per request, for {} s; all parts as processes (sink with its defaults: InfluxDB batches of 5,000 or 1 s linger); InfluxDB polled every {} ms",
+        "{rate:.0} entries/s, one per request, for {} s; all parts as processes (sink with its defaults: InfluxDB batches of 5,000 or 0.5 s linger); InfluxDB polled every {} ms",
         ctx.args.seconds,
         INFLUX_POLL.as_millis()
     ));

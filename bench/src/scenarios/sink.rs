@@ -222,7 +222,7 @@ pub(super) async fn influx(ctx: &mut Ctx) -> anyhow::Result<Vec<Row>> {
     row.target = "ratio >= 0.9".into();
     row.met = row.ratio.as_ref().map(|r| r.median >= 0.9);
     row.notes.push(
-        "6 five-field streams, no tags; sink with its defaults (5,000 points a write, 1 s linger), archive off; \
+        "6 five-field streams, no tags; sink with its defaults (5,000 points a write, 0.5 s linger), archive off; \
          rate from the InfluxDB group's first commit to its last; every point counted in InfluxDB afterwards"
             .into(),
     );
