@@ -454,10 +454,10 @@ pub(crate) async fn update(
     body: bytes::Bytes,
 ) -> Result<Response, Problem> {
     auth::require_admin(api.admin_token(), &c)?;
-    let d: StreamDefinition = parse_body(&body)?;
-    check(&d)?;
     let _one_change = api.changing().await;
     let old = existing(&api, id).await?;
+    let d: StreamDefinition = parse_body(&body)?;
+    check(&d)?;
     let record = StreamRecord {
         name: d.name,
         description: d.description,
@@ -517,14 +517,13 @@ pub(crate) async fn rotate(
     body: bytes::Bytes,
 ) -> Result<Response, Problem> {
     auth::require_admin(api.admin_token(), &c)?;
-    existing(&api, id).await?;
+    let _one_change = api.changing().await;
+    let old = existing(&api, id).await?;
     let req: RotateRequest = if body.iter().all(u8::is_ascii_whitespace) {
         RotateRequest::default()
     } else {
         parse_body(&body)?
     };
-    let _one_change = api.changing().await;
-    let old = existing(&api, id).await?;
     let mut record = (*old).clone();
     // A rotation is a change of the record like any other: its version goes up.
     record.version += 1;

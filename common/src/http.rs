@@ -128,9 +128,7 @@ impl warp::reject::Reject for BodyUnreadable {}
 /// as soon as they pass the limit (or at once, from their `Content-Length`). Unlike warp's
 /// `content_length_limit`, it accepts chunked bodies and requests without a body.
 pub fn body_up_to(limit: u64) -> impl Filter<Extract = (Bytes,), Error = warp::Rejection> + Clone {
-    warp::header::optional::<u64>("content-length")
-        .and(warp::body::stream())
-        .and_then(move |length: Option<u64>, stream| collect(length, stream, limit))
+    body_or_refusal(limit).and_then(|body: Result<Bytes, warp::Rejection>| async move { body })
 }
 
 /// [`body_up_to`] for routes that answer a body it refuses themselves (to count the answer,

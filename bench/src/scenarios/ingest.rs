@@ -22,6 +22,23 @@ struct Edge {
     headers: Vec<(HeaderName, HeaderValue)>,
 }
 
+impl Edge {
+    /// The same `body` posted to the stream's entries at `p`, as fast as `connections` go.
+    fn load(&self, p: &Proc, body: &Bytes, connections: usize, duration: Duration) -> Load {
+        let body = body.clone();
+        Load {
+            addr: p.addr,
+            path: format!("/api/streams/{}/entries", self.stream),
+            headers: self.headers.clone(),
+            bodies: Arc::new(move |_| body.clone()),
+            connections,
+            rate: None,
+            duration,
+            answers: None,
+        }
+    }
+}
+
 async fn edge(ctx: &mut Ctx, what: &str) -> anyhow::Result<Edge> {
     let prefix = ctx.prefix(what);
     let api = ctx.launcher.part("api", &prefix, &[]).await?;
@@ -66,19 +83,7 @@ pub(super) async fn single(ctx: &mut Ctx) -> anyhow::Result<Vec<Row>> {
     let e = edge(ctx, "single").await?;
     let (bare, _) = ctx.launcher.baseline("bare-server", &[], true).await?;
     let body = workload::ingest_entry(0);
-    let load = |p: &Proc, duration: Duration| Load {
-        addr: p.addr,
-        path: format!("/api/streams/{}/entries", e.stream),
-        headers: e.headers.clone(),
-        bodies: Arc::new({
-            let body = body.clone();
-            move |_| body.clone()
-        }),
-        connections: ctx.args.connections,
-        rate: None,
-        duration,
-        answers: None,
-    };
+    let load = |p: &Proc, duration: Duration| e.load(p, &body, ctx.args.connections, duration);
     // Warm-up: connections, Kafka metadata, the idempotent producer's id, the registry.
     drive(load(&e.ingest, Duration::from_secs(3)), "ingest warm-up").await?;
     drive(load(&bare, Duration::from_secs(3)), "bare warm-up").await?;
@@ -150,19 +155,7 @@ pub(super) async fn bulk(ctx: &mut Ctx) -> anyhow::Result<Vec<Row>> {
     }
     body.push(b']');
     let body = Bytes::from(body);
-    let load = |duration: Duration| Load {
-        addr: e.ingest.addr,
-        path: format!("/api/streams/{}/entries", e.stream),
-        headers: e.headers.clone(),
-        bodies: Arc::new({
-            let body = body.clone();
-            move |_| body.clone()
-        }),
-        connections: ctx.args.bulk_connections,
-        rate: None,
-        duration,
-        answers: None,
-    };
+    let load = |duration: Duration| e.load(&e.ingest, &body, ctx.args.bulk_connections, duration);
     let raw_topic = thingtotal_common::topics::Topics::new(&e.prefix).raw;
     let producer_args = |seconds: f64| {
         vec![
