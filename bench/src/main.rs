@@ -77,7 +77,7 @@ enum Scenario {
 /// `thingtotal-bench run`.
 #[derive(Debug, Clone, clap::Args)]
 struct RunArgs {
-    /// Seconds each measurement runs (the issue asks for at least 20).
+    /// Seconds each measurement runs (recorded results use at least 20).
     #[arg(long, default_value_t = 20)]
     seconds: u64,
     /// Repeats of each measurement; the spread across them is reported.

@@ -47,7 +47,7 @@ pub(crate) enum Better {
 /// One line of the results table.
 #[derive(Debug, Clone, Serialize)]
 pub(crate) struct Row {
-    /// The scenario's number in the issue, with a letter for its sub-figures.
+    /// The scenario's number in bench/README.md, with a letter for its sub-figures.
     pub(crate) id: String,
     pub(crate) name: String,
     pub(crate) unit: String,
