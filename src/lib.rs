@@ -2,6 +2,7 @@
 //! process. `main.rs` only parses, installs signal handlers and calls [`run`].
 
 pub mod cli;
+pub mod openapi;
 pub mod up;
 
 use tokio_util::sync::CancellationToken;
@@ -15,7 +16,7 @@ pub async fn run(command: Command, shutdown: CancellationToken) -> anyhow::Resul
         Command::Ingest(c) => thingtotal_ingest::run(c, shutdown).await?,
         Command::Validator(c) => thingtotal_validator::run(c, shutdown).await?,
         Command::Sink(c) => thingtotal_sink::run(c, shutdown).await?,
-        Command::Api(c) => thingtotal_api::run(c, shutdown).await?,
+        Command::Api(c) => thingtotal_api::run(c, openapi::document(), shutdown).await?,
         Command::Compact(c) => compact(c).await?,
     }
     Ok(())

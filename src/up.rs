@@ -7,7 +7,7 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::Args;
 use thingtotal_common::config::{AdminArgs, ArchiveArgs, InfluxArgs, LogArgs};
-use thingtotal_common::log::Drain;
+use thingtotal_common::consumer::Drain;
 use thingtotal_common::runtime::Runtime;
 use thingtotal_common::{http, keys, problem};
 use tokio_util::sync::CancellationToken;
@@ -101,7 +101,8 @@ pub async fn run(mut config: Config, shutdown: CancellationToken) -> anyhow::Res
         thingtotal_ingest::routes(thingtotal_ingest::Ingest::new(rt.clone(), &config.limits))
             .or(thingtotal_api::routes(
                 thingtotal_api::Api::new(rt.clone(), Some(token.clone()))
-                    .reading(&config.influx, Some(archive)),
+                    .reading(&config.influx, Some(archive))
+                    .documented(crate::openapi::document()),
             ))
             .unify()
             .or(http::ops_routes("up", rt.log.clone()))
@@ -115,19 +116,20 @@ pub async fn run(mut config: Config, shutdown: CancellationToken) -> anyhow::Res
     );
     let (addr, server) =
         http::spawn_server("up", config.http_addr, routes, http_stop.clone()).await?;
-    let validator = tokio::spawn({
-        let (rt, args, stop) = (rt.clone(), config.validator.clone(), validator_stop.clone());
-        async move { thingtotal_validator::consume(rt, &args, Drain::new(DRAIN_LIMIT), stop).await }
-    });
-    let mut sinks = thingtotal_sink::spawn(
-        &rt,
+    let validator = tokio::spawn(thingtotal_validator::consume(
+        rt.clone(),
+        config.validator.settings(&rt.topics),
+        Drain::new(DRAIN_LIMIT),
+        validator_stop.clone(),
+    ));
+    let sink = thingtotal_sink::Settings::new(
+        &config.sink,
         &config.influx,
         &config.archive,
         &config.log.data_dir,
-        &config.sink,
-        DRAIN_LIMIT,
-        &sink_stop,
-    );
+        &rt.topics,
+    )?;
+    let mut sinks = thingtotal_sink::spawn(&rt, sink, DRAIN_LIMIT, &sink_stop);
     println!("{}", banner(&config, addr, &token, &archive_at));
     shutdown.cancelled().await;
     info!("draining: no new requests; archiving everything acknowledged");

@@ -14,7 +14,7 @@ use warp::Reply;
 
 use crate::read::rejected;
 pub use crate::read::rejected::{Rejected, RejectedPage};
-use crate::read::{params, Agg, AggQuery, EntriesQuery, Row, Shape, Source, MAX_LIMIT};
+use crate::read::{params, Agg, AggQuery, Backend, EntriesQuery, Row, Shape, MAX_LIMIT};
 use crate::{auth, Api};
 
 /// Parameters of `GET /api/streams/{id}/entries`.
@@ -124,11 +124,11 @@ fn parse<T: serde::de::DeserializeOwned>(query: &str) -> Result<T, Problem> {
         .map_err(|e| Problem::bad_request(format!("bad query parameter: {e}")))
 }
 
-fn source(s: Option<&str>) -> Result<Option<Source>, Problem> {
+fn source(s: Option<&str>) -> Result<Option<Backend>, Problem> {
     match s {
         None => Ok(None),
-        Some("influx") => Ok(Some(Source::Influx)),
-        Some("archive") => Ok(Some(Source::Archive)),
+        Some("influx") => Ok(Some(Backend::Influx)),
+        Some("archive") => Ok(Some(Backend::Archive)),
         Some(other) => Err(Problem::bad_request(format!(
             "source={other:?}: use influx or archive"
         ))),
@@ -160,7 +160,7 @@ fn iso(us: i64) -> String {
         (status = 200, description = "A page of entries (or, with `window` and `agg`, the windows). \
             CSV has a header row: entry_id, seq, ts and one column per field (start, end and the \
             fields for windows).", body = EntriesPage,
-            headers(("X-ThingTotal-Source" = String, description = "influx or archive"))),
+            headers(("X-ThingTotal-Backend" = String, description = "influx or archive"))),
         (status = 400, description = "Bad parameter", body = Problem, content_type = "application/problem+json"),
         (status = 401, description = "Private stream, no credentials", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "Wrong credentials", body = Problem, content_type = "application/problem+json"),
@@ -327,9 +327,9 @@ fn add_next(r: &mut Response, next: Option<&str>) {
     }
 }
 
-fn with_source(mut r: Response, source: Source) -> Response {
+fn with_source(mut r: Response, source: Backend) -> Response {
     r.headers_mut().insert(
-        "X-ThingTotal-Source",
+        "X-ThingTotal-Backend",
         HeaderValue::from_static(source.name()),
     );
     r

@@ -9,10 +9,13 @@ pub mod entries;
 pub mod openapi;
 mod read;
 pub mod streams;
+mod telemetry;
 mod thingspeak;
 
+use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Instant;
 
 use clap::Args;
 use thingtotal_common::config::{AdminArgs, ArchiveArgs, InfluxArgs, LogArgs};
@@ -71,17 +74,31 @@ pub struct Api {
     /// Held across each change's read, write and wait for the registry, so that two changes
     /// to a stream through this instance never start from the same version.
     changes: Arc<tokio::sync::Mutex<()>>,
+    /// The OpenAPI document served at `/api/openapi.json`: the api's own ([`openapi::ApiDoc`]),
+    /// or the whole product's where the routes of several parts are served together.
+    document: Arc<serde_json::Value>,
 }
 
 impl Api {
     /// The api's state on a started runtime, with nothing to read entries from yet.
     pub fn new(rt: Runtime, admin_token: Option<String>) -> Self {
+        telemetry::describe();
         Self {
             rt,
             admin_token: admin_token.map(Into::into),
             reads: read::Backends::default(),
             changes: Arc::default(),
+            document: Arc::new(
+                serde_json::to_value(<openapi::ApiDoc as utoipa::OpenApi>::openapi())
+                    .expect("the OpenAPI document serialises"),
+            ),
         }
+    }
+
+    /// Serves `document` as the OpenAPI document.
+    pub fn documented(mut self, document: serde_json::Value) -> Self {
+        self.document = Arc::new(document);
+        self
     }
 
     /// Reads entries from InfluxDB when `influx` names one, and from the archive at `archive`.
@@ -108,8 +125,13 @@ impl Api {
     }
 }
 
-/// Runs `thingtotal api` on Kafka until `shutdown` is cancelled.
-pub async fn run(config: Config, shutdown: CancellationToken) -> Result<()> {
+/// Runs `thingtotal api` on Kafka until `shutdown` is cancelled, serving `document` as the
+/// OpenAPI document.
+pub async fn run(
+    config: Config,
+    document: serde_json::Value,
+    shutdown: CancellationToken,
+) -> Result<()> {
     if config
         .admin
         .admin_token
@@ -122,15 +144,21 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<()> {
         ));
     }
     let log = config.log.open_kafka("api")?;
-    run_on(config, log, shutdown).await
+    run_on(config, log, document, shutdown).await
 }
 
 /// Runs the api part on `log`.
-pub async fn run_on(config: Config, log: Log, shutdown: CancellationToken) -> Result<()> {
+pub async fn run_on(
+    config: Config,
+    log: Log,
+    document: serde_json::Value,
+    shutdown: CancellationToken,
+) -> Result<()> {
     let archive = config.archive.open(&config.log.data_dir)?;
     let rt = Runtime::start(&config.log, log, shutdown.clone()).await?;
     let api = Api::new(rt.clone(), config.admin.admin_token.clone())
-        .reading(&config.influx, Some(archive));
+        .reading(&config.influx, Some(archive))
+        .documented(document);
     let routes = routes(api)
         .or(http::ops_routes("api", rt.log.clone()))
         .unify()
@@ -139,6 +167,14 @@ pub async fn run_on(config: Config, log: Log, shutdown: CancellationToken) -> Re
     let (_, server) = http::spawn_server("api", config.http_addr, routes, shutdown).await?;
     let _ = server.await;
     Ok(())
+}
+
+/// Answers with `answer`, counting it and timing it under `route`.
+async fn measured(route: &'static str, answer: impl Future<Output = Response>) -> Response {
+    let started = Instant::now();
+    let r = answer.await;
+    telemetry::request_answered(route, r.status().as_u16(), started.elapsed());
+    r
 }
 
 /// The query string, or an empty one; parsed by the handler so that a bad parameter is a 400
@@ -161,33 +197,54 @@ pub fn routes(api: Api) -> BoxedFilter<(Response,)> {
         .and(state.clone())
         .and(http::credential())
         .and(body())
-        .then(|a, c, b| async move { respond(create(a, c, b).await).await });
+        .then(|a, c, b| {
+            measured("create_stream", async move {
+                respond(create(a, c, b).await).await
+            })
+        });
     let list = streams()
         .and(warp::path::end())
         .and(warp::get())
         .and(state.clone())
         .and(http::credential())
         .and(raw_query())
-        .then(|a, c, q: String| async move { respond(list(a, c, &q).await).await });
+        .then(|a, c, q: String| {
+            measured("list_streams", async move {
+                respond(list(a, c, &q).await).await
+            })
+        });
     let get = one()
         .and(warp::path::end())
         .and(warp::get())
         .and(state.clone())
         .and(http::credential())
-        .then(|id, a, c| async move { respond(get(a, id, c).await).await });
+        .then(|id, a, c| {
+            measured(
+                "get_stream",
+                async move { respond(get(a, id, c).await).await },
+            )
+        });
     let update = one()
         .and(warp::path::end())
         .and(warp::put())
         .and(state.clone())
         .and(http::credential())
         .and(body())
-        .then(|id, a, c, b| async move { respond(update(a, id, c, b).await).await });
+        .then(|id, a, c, b| {
+            measured("update_stream", async move {
+                respond(update(a, id, c, b).await).await
+            })
+        });
     let delete = one()
         .and(warp::path::end())
         .and(warp::delete())
         .and(state.clone())
         .and(http::credential())
-        .then(|id, a, c| async move { respond(delete(a, id, c).await).await });
+        .then(|id, a, c| {
+            measured("delete_stream", async move {
+                respond(delete(a, id, c).await).await
+            })
+        });
     let rotate = one()
         .and(warp::path("keys"))
         .and(warp::path::end())
@@ -195,7 +252,11 @@ pub fn routes(api: Api) -> BoxedFilter<(Response,)> {
         .and(state.clone())
         .and(http::credential())
         .and(body())
-        .then(|id, a, c, b| async move { respond(rotate(a, id, c, b).await).await });
+        .then(|id, a, c, b| {
+            measured("rotate_keys", async move {
+                respond(rotate(a, id, c, b).await).await
+            })
+        });
     let entries = one()
         .and(warp::path("entries"))
         .and(warp::path::end())
@@ -204,8 +265,10 @@ pub fn routes(api: Api) -> BoxedFilter<(Response,)> {
         .and(http::credential())
         .and(warp::header::optional::<String>("accept"))
         .and(raw_query())
-        .then(|id, a, c, accept, q: String| async move {
-            respond(entries::list(a, id, c, accept, &q).await).await
+        .then(|id, a, c, accept, q: String| {
+            measured("read_entries", async move {
+                respond(entries::list(a, id, c, accept, &q).await).await
+            })
         });
     let latest = one()
         .and(warp::path!("entries" / "latest"))
@@ -213,24 +276,27 @@ pub fn routes(api: Api) -> BoxedFilter<(Response,)> {
         .and(state.clone())
         .and(http::credential())
         .and(raw_query())
-        .then(
-            |id, a, c, q: String| async move { respond(entries::latest(a, id, c, &q).await).await },
-        );
-    let rejected =
-        one()
-            .and(warp::path("rejected"))
-            .and(warp::path::end())
-            .and(warp::get())
-            .and(state.clone())
-            .and(http::credential())
-            .and(raw_query())
-            .then(|id, a, c, q: String| async move {
+        .then(|id, a, c, q: String| {
+            measured("latest_entry", async move {
+                respond(entries::latest(a, id, c, &q).await).await
+            })
+        });
+    let rejected = one()
+        .and(warp::path("rejected"))
+        .and(warp::path::end())
+        .and(warp::get())
+        .and(state.clone())
+        .and(http::credential())
+        .and(raw_query())
+        .then(|id, a, c, q: String| {
+            measured("rejected_entries", async move {
                 respond(entries::rejected(a, id, c, &q).await).await
-            });
-    let doc = openapi::document();
+            })
+        });
     let openapi = warp::path!("api" / "openapi.json")
         .and(warp::get())
-        .map(move || warp::reply::json(&doc).into_response());
+        .and(state.clone())
+        .map(|a: Api| warp::reply::json(&*a.document).into_response());
 
     create
         .or(list)
@@ -251,7 +317,7 @@ pub fn routes(api: Api) -> BoxedFilter<(Response,)> {
         .unify()
         .or(openapi)
         .unify()
-        .or(thingspeak::routes(state))
+        .or(thingspeak::routes(state).then(|r| measured("thingspeak_read", async { r })))
         .unify()
         .boxed()
 }

@@ -95,25 +95,3 @@ fn metrics() {}
     responses((status = 200, description = "The OpenAPI 3.1 document", content_type = "application/json")))]
 #[allow(dead_code)]
 fn openapi_json() {}
-
-/// The whole product's document as JSON: the api's routes and ingest's. A tag both declare
-/// (`entries`: reading and posting) is listed once, with both descriptions.
-pub fn document() -> serde_json::Value {
-    let mut doc = ApiDoc::openapi().merge_from(thingtotal_ingest::openapi::IngestDoc::openapi());
-    if let Some(tags) = doc.tags.take() {
-        let mut merged: Vec<utoipa::openapi::tag::Tag> = Vec::with_capacity(tags.len());
-        for tag in tags {
-            match merged.iter_mut().find(|t| t.name == tag.name) {
-                Some(first) => {
-                    first.description = match (first.description.take(), tag.description) {
-                        (Some(a), Some(b)) => Some(format!("{b}; {a}")),
-                        (a, b) => a.or(b),
-                    }
-                }
-                None => merged.push(tag),
-            }
-        }
-        doc.tags = Some(merged);
-    }
-    serde_json::to_value(doc).expect("the OpenAPI document serialises")
-}

@@ -152,8 +152,7 @@ impl Archive {
                     walk(&root, &root.join(&dir), &mut out)?;
                     Ok::<_, Error>(out)
                 })
-                .await
-                .map_err(|e| Error::Storage(e.to_string()))??
+                .await??
             }
             Archive::Remote { store, prefix, .. } => {
                 let base = Self::object(prefix, dir);
@@ -172,7 +171,7 @@ impl Archive {
                     })
                     .try_collect()
                     .await
-                    .map_err(|e| Error::Storage(format!("listing {}: {e}", self.describe())))?
+                    .map_err(|e| Error::Archive(format!("listing {}: {e}", self.describe())))?
             }
         };
         out.sort_by(|a, b| a.path.cmp(&b.path));
@@ -199,21 +198,21 @@ impl Archive {
         let mut reader = self.reader(file).await?;
         ArrowReaderMetadata::load_async(&mut reader, ArrowReaderOptions::new())
             .await
-            .map_err(|e| Error::Storage(format!("{}: {e}", file.path)))
+            .map_err(|e| Error::Archive(format!("{}: {e}", file.path)))
     }
 
     /// Stores a whole file in an object store with one atomic `PUT`; durable once it returns.
     /// Local archives write their files themselves, with fsync and rename.
     pub async fn put(&self, rel: &str, bytes: Bytes) -> Result<()> {
         match self {
-            Archive::Local(_) => Err(Error::Storage(
+            Archive::Local(_) => Err(Error::Archive(
                 "a local archive writes its files with fsync and rename".into(),
             )),
             Archive::Remote { store, prefix, .. } => store
                 .put(&Self::object(prefix, rel), PutPayload::from(bytes))
                 .await
                 .map(|_| ())
-                .map_err(|e| Error::Storage(format!("{}/{rel}: {e}", self.describe()))),
+                .map_err(|e| Error::Archive(format!("{}/{rel}: {e}", self.describe()))),
         }
     }
 }

@@ -31,9 +31,15 @@ pub enum Error {
     /// A topic is missing or has an unexpected shape.
     #[error("topic {0}: {1}")]
     Topic(String, String),
-    /// The log is shutting down or a background task ended.
+    /// The log is shutting down: its background task has ended.
     #[error("the log is closed")]
     Closed,
+    /// The Parquet archive failed: encoding or reading a file, or its object store.
+    #[error("archive: {0}")]
+    Archive(String),
+    /// A background task panicked or was cancelled.
+    #[error("a background task failed: {0}")]
+    Task(#[from] tokio::task::JoinError),
 }
 
 /// Result with the shared crate's error.

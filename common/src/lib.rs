@@ -9,6 +9,8 @@
 
 pub mod archive;
 pub mod config;
+pub mod consumer;
+pub mod dead_letter;
 pub mod envelope;
 pub mod error;
 pub mod http;

@@ -92,6 +92,24 @@ pub enum LeafType {
 }
 
 impl LeafType {
+    /// The type a schema gives a property: its `type` (the first non-null one of a list), with
+    /// `format: date-time` strings as times, and objects, arrays and untyped properties as JSON.
+    /// Every store and every conversion asks this one function.
+    pub fn of(property: &Value) -> LeafType {
+        match schema_type(property) {
+            Some("integer") => LeafType::Integer,
+            Some("number") => LeafType::Float,
+            Some("boolean") => LeafType::Boolean,
+            Some("string")
+                if property.get("format").and_then(Value::as_str) == Some("date-time") =>
+            {
+                LeafType::Time
+            }
+            Some("string") => LeafType::String,
+            _ => LeafType::Json,
+        }
+    }
+
     /// Integer or float.
     pub fn is_numeric(self) -> bool {
         matches!(self, LeafType::Integer | LeafType::Float)
@@ -126,23 +144,13 @@ fn collect_leaves(
     for (name, p) in properties {
         let mut path = prefix.to_vec();
         path.push(name.clone());
-        let ty = match schema_type(p) {
-            Some("object") => {
-                if let Some(inner) = p.get("properties").and_then(Value::as_object) {
-                    collect_leaves(&path, inner, out);
-                    continue;
-                }
-                LeafType::Json
+        if schema_type(p) == Some("object") {
+            if let Some(inner) = p.get("properties").and_then(Value::as_object) {
+                collect_leaves(&path, inner, out);
+                continue;
             }
-            Some("integer") => LeafType::Integer,
-            Some("number") => LeafType::Float,
-            Some("boolean") => LeafType::Boolean,
-            Some("string") if p.get("format").and_then(Value::as_str) == Some("date-time") => {
-                LeafType::Time
-            }
-            Some("string") => LeafType::String,
-            _ => LeafType::Json,
-        };
+        }
+        let ty = LeafType::of(p);
         out.push(Leaf {
             name: path.join("."),
             path,

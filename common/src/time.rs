@@ -50,6 +50,15 @@ pub fn parse_device_time(s: &str) -> Option<DateTime<Utc>> {
         .map(|t| t.with_timezone(&Utc))
 }
 
+/// An entry's point time in InfluxDB, in nanoseconds: its `ts` (microseconds) plus `seq mod 1000`
+/// nanoseconds. Entries of one request share their receive time, and points with the same series
+/// and time overwrite each other, so the nanoseconds keep such entries apart; `seq` makes it the
+/// same on every replay. Reads order and page entries by it too. `None` outside what InfluxDB can
+/// store (years 1677 to 2262).
+pub fn point_time(ts_us: i64, seq: u64) -> Option<i64> {
+    ts_us.checked_mul(1000)?.checked_add((seq % 1000) as i64)
+}
+
 /// Microseconds since the epoch of a time as the envelopes carry it
 /// (`2026-01-02T03:04:05.123456Z`, see [`crate::envelope::format_time`]), read without a general
 /// parser; any other RFC 3339 form goes through chrono's.

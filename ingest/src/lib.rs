@@ -15,6 +15,7 @@ mod native;
 pub mod openapi;
 mod publish;
 mod split;
+mod telemetry;
 mod thingspeak;
 
 use std::net::SocketAddr;
@@ -94,6 +95,7 @@ pub struct Ingest {
 impl Ingest {
     /// The ingest state on a started runtime.
     pub fn new(rt: Runtime, limits: &LimitArgs) -> Self {
+        telemetry::describe();
         Self {
             rt,
             limits: Limits {
@@ -128,8 +130,7 @@ pub async fn run_on(config: Config, log: Log, shutdown: CancellationToken) -> Re
 
 /// Counts a response by route and status.
 async fn counted(route: &'static str, r: Response) -> Response {
-    metrics::counter!("thingtotal_ingest_requests_total", "route" => route, "status" => r.status().as_str().to_owned())
-        .increment(1);
+    telemetry::request_answered(route, r.status().as_u16());
     r
 }
 

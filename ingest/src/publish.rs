@@ -12,7 +12,7 @@ use thingtotal_common::log::Record;
 use thingtotal_common::stream::{StreamId, StreamRecord};
 use uuid::Uuid;
 
-use crate::Ingest;
+use crate::{telemetry, Ingest};
 
 /// Why a write was refused before anything was published.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -100,6 +100,7 @@ impl Ingest {
     ) -> Result<Accepted, Refused> {
         let received_at = Utc::now();
         let key = stream.key();
+        let source_name = source;
         let source = Bytes::from_static(source.as_bytes());
         let entry_ids: Vec<Uuid> = entries.iter().map(|_| Uuid::now_v7()).collect();
         // Each entry of a request is received one microsecond after the one before it, so that
@@ -139,8 +140,7 @@ impl Ingest {
             self.rt.log.append(&self.rt.topics.raw, records),
         )
         .await;
-        metrics::histogram!("thingtotal_ingest_ack_seconds")
-            .record(started.elapsed().as_secs_f64());
+        telemetry::append_answered(started.elapsed());
         let positions = match appended {
             Ok(Ok(p)) => p,
             Ok(Err(e)) => return Err(Refused::Unavailable(e.to_string())),
@@ -151,16 +151,11 @@ impl Ingest {
                 )))
             }
         };
-        metrics::counter!("thingtotal_ingest_entries_accepted_total", "source" => source_label(&source))
-            .increment(n as u64);
+        telemetry::entries_accepted(source_name, n);
         Ok(Accepted {
             entry_ids,
             seq: positions.iter().map(|p| p.offset as u64 + 1).collect(),
             received_at,
         })
     }
-}
-
-fn source_label(source: &Bytes) -> String {
-    String::from_utf8_lossy(source).into_owned()
 }

@@ -14,26 +14,15 @@ use arrow::record_batch::RecordBatch;
 use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde::Deserialize;
 use serde_json::Value;
-use thingtotal_common::archive::property_column;
-use thingtotal_common::stream::{schema_type, StreamRecord};
+use thingtotal_common::archive::{property_column, FIXED_COLUMNS};
+use thingtotal_common::stream::{LeafType, StreamRecord};
 use thingtotal_common::time::{envelope_micros, parse_device_time};
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Kind {
-    Int,
-    Float,
-    Bool,
-    Text,
-    Time,
-    /// Nested, untyped or an array: its JSON text.
-    Json,
-}
 
 /// How one stream version's entries become columns.
 #[derive(Debug, Clone)]
 pub(crate) struct Columns {
     schema: Arc<Schema>,
-    properties: Vec<(String, Kind)>,
+    properties: Vec<(String, LeafType)>,
     /// Property name → its index in `properties`.
     index: HashMap<String, usize>,
 }
@@ -45,34 +34,25 @@ fn utc_micros() -> DataType {
 impl Columns {
     /// The columns of `stream`'s current version.
     pub(crate) fn of(stream: &StreamRecord) -> Self {
+        let [entry_id, seq, ts, received_at, stream_version] = FIXED_COLUMNS;
         let mut fields = vec![
-            Field::new("entry_id", DataType::Utf8, false),
-            Field::new("seq", DataType::Int64, false),
-            Field::new("ts", utc_micros(), false),
-            Field::new("received_at", utc_micros(), false),
-            Field::new("stream_version", DataType::Int32, false),
+            Field::new(entry_id, DataType::Utf8, false),
+            Field::new(seq, DataType::Int64, false),
+            Field::new(ts, utc_micros(), false),
+            Field::new(received_at, utc_micros(), false),
+            Field::new(stream_version, DataType::Int32, false),
         ];
         let mut properties = Vec::new();
         if let Some(props) = stream.schema.get("properties").and_then(Value::as_object) {
             for (name, p) in props {
-                let kind = match schema_type(p) {
-                    Some("integer") => Kind::Int,
-                    Some("number") => Kind::Float,
-                    Some("boolean") => Kind::Bool,
-                    Some("string")
-                        if p.get("format").and_then(Value::as_str) == Some("date-time") =>
-                    {
-                        Kind::Time
-                    }
-                    Some("string") => Kind::Text,
-                    _ => Kind::Json,
-                };
+                // A nested object is one column of its JSON text.
+                let kind = LeafType::of(p);
                 let data_type = match kind {
-                    Kind::Int => DataType::Int64,
-                    Kind::Float => DataType::Float64,
-                    Kind::Bool => DataType::Boolean,
-                    Kind::Time => utc_micros(),
-                    Kind::Text | Kind::Json => DataType::Utf8,
+                    LeafType::Integer => DataType::Int64,
+                    LeafType::Float => DataType::Float64,
+                    LeafType::Boolean => DataType::Boolean,
+                    LeafType::Time => utc_micros(),
+                    LeafType::String | LeafType::Json => DataType::Utf8,
                 };
                 let column = property_column(name);
                 fields.push(Field::new(column, data_type, true));
@@ -260,7 +240,7 @@ impl<'de> Deserialize<'de> for Cell<'de> {
 }
 
 /// The envelope members that become the fixed columns.
-struct Head {
+struct FixedValues {
     entry_id: uuid::Uuid,
     seq: u64,
     stream_version: u32,
@@ -281,28 +261,28 @@ enum Member {
     Other,
 }
 
-/// Decodes one envelope: the fixed members into a [`Head`], the data's properties into `cells`.
+/// Decodes one envelope: the fixed members into a [`FixedValues`], the data's properties into `cells`.
 struct EnvelopeSeed<'c, 'r, 'de> {
     columns: &'c Columns,
     cells: &'r mut [Option<Cell<'de>>],
 }
 
 impl<'de> DeserializeSeed<'de> for EnvelopeSeed<'_, '_, 'de> {
-    type Value = Head;
+    type Value = FixedValues;
 
-    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Head, D::Error> {
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<FixedValues, D::Error> {
         d.deserialize_map(self)
     }
 }
 
 impl<'de> Visitor<'de> for EnvelopeSeed<'_, '_, 'de> {
-    type Value = Head;
+    type Value = FixedValues;
 
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("an entry envelope")
     }
 
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Head, A::Error> {
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<FixedValues, A::Error> {
         fn time<E: de::Error>(cell: Cell<'_>) -> Result<i64, E> {
             cell.as_str()
                 .and_then(envelope_micros)
@@ -341,7 +321,7 @@ impl<'de> Visitor<'de> for EnvelopeSeed<'_, '_, 'de> {
         if !data {
             return Err(missing("data"));
         }
-        Ok(Head {
+        Ok(FixedValues {
             entry_id: entry_id.ok_or_else(|| missing("entry_id"))?,
             seq: seq.ok_or_else(|| missing("seq"))?,
             stream_version: version.ok_or_else(|| missing("stream_version"))?,
@@ -450,16 +430,16 @@ enum Builder {
 }
 
 impl Builder {
-    fn new(kind: Kind, n: usize) -> Self {
+    fn new(kind: LeafType, n: usize) -> Self {
         match kind {
-            Kind::Int => Builder::Int(Int64Builder::with_capacity(n)),
-            Kind::Float => Builder::Float(Float64Builder::with_capacity(n)),
-            Kind::Bool => Builder::Bool(BooleanBuilder::with_capacity(n)),
-            Kind::Text => Builder::Text(StringBuilder::with_capacity(n, n * 8)),
-            Kind::Time => {
+            LeafType::Integer => Builder::Int(Int64Builder::with_capacity(n)),
+            LeafType::Float => Builder::Float(Float64Builder::with_capacity(n)),
+            LeafType::Boolean => Builder::Bool(BooleanBuilder::with_capacity(n)),
+            LeafType::String => Builder::Text(StringBuilder::with_capacity(n, n * 8)),
+            LeafType::Time => {
                 Builder::Time(TimestampMicrosecondBuilder::with_capacity(n).with_timezone("UTC"))
             }
-            Kind::Json => Builder::Json(StringBuilder::with_capacity(n, n * 16)),
+            LeafType::Json => Builder::Json(StringBuilder::with_capacity(n, n * 16)),
         }
     }
 
@@ -525,32 +505,32 @@ mod tests {
                 .iter()
                 .map(|r| r.data.get(name).filter(|v| !v.is_null()));
             let array: ArrayRef = match kind {
-                Kind::Int => Arc::new(
+                LeafType::Integer => Arc::new(
                     values
                         .map(|v| v.and_then(Value::as_i64))
                         .collect::<arrow::array::Int64Array>(),
                 ),
-                Kind::Float => Arc::new(
+                LeafType::Float => Arc::new(
                     values
                         .map(|v| v.and_then(Value::as_f64))
                         .collect::<arrow::array::Float64Array>(),
                 ),
-                Kind::Bool => Arc::new(
+                LeafType::Boolean => Arc::new(
                     values
                         .map(|v| v.and_then(Value::as_bool))
                         .collect::<arrow::array::BooleanArray>(),
                 ),
-                Kind::Text => Arc::new(
+                LeafType::String => Arc::new(
                     values
                         .map(|v| v.and_then(Value::as_str))
                         .collect::<arrow::array::StringArray>(),
                 ),
-                Kind::Json => Arc::new(
+                LeafType::Json => Arc::new(
                     values
                         .map(|v| v.map(Value::to_string))
                         .collect::<arrow::array::StringArray>(),
                 ),
-                Kind::Time => {
+                LeafType::Time => {
                     let mut b = TimestampMicrosecondBuilder::with_capacity(n).with_timezone("UTC");
                     for v in values {
                         b.append_option(

@@ -25,7 +25,8 @@ use tracing::{info, warn};
 
 use thingtotal_common::archive::{file_name, partition_of};
 
-use crate::archive::{publish, sync_dir, temporary, write_synced, FIRST_OFFSET, LAST_OFFSET};
+use crate::archive::{FIRST_OFFSET, LAST_OFFSET};
+use crate::durable::{rename_into_place, sync_dir, temporary, write_synced};
 
 const INTENT: &str = "_compaction.json";
 
@@ -56,7 +57,7 @@ struct FileInfo {
 fn footer(path: &Path) -> Result<(i64, Vec<KeyValue>)> {
     let file = std::fs::File::open(path)?;
     let builder = ParquetRecordBatchReaderBuilder::try_new(file)
-        .map_err(|e| Error::Storage(e.to_string()))?;
+        .map_err(|e| Error::Archive(e.to_string()))?;
     let meta = builder.metadata().file_metadata();
     Ok((
         meta.num_rows(),
@@ -162,7 +163,7 @@ pub(crate) fn compact_dir(
 }
 
 fn merge_run(dir: &Path, topic: &str, run: &[FileInfo], crash: Option<Step>) -> Result<()> {
-    let storage = |e: parquet::errors::ParquetError| Error::Storage(e.to_string());
+    let storage = |e: parquet::errors::ParquetError| Error::Archive(e.to_string());
     let output = dir.join(file_name(topic, run[0].partition, run[0].first));
     let tmp = temporary(&output, "compact");
     let first = ParquetRecordBatchReaderBuilder::try_new(std::fs::File::open(&run[0].path)?)
@@ -187,7 +188,7 @@ fn merge_run(dir: &Path, topic: &str, run: &[FileInfo], crash: Option<Step>) -> 
     let batches = readers
         .into_iter()
         .flatten()
-        .map(|b| b.map_err(|e| Error::Storage(e.to_string())));
+        .map(|b| b.map_err(|e| Error::Archive(e.to_string())));
     write_synced(&tmp, schema, metadata, batches)?;
     let name = |p: &Path| {
         p.file_name()
@@ -205,11 +206,11 @@ fn merge_run(dir: &Path, topic: &str, run: &[FileInfo], crash: Option<Step>) -> 
     std::fs::File::open(&intent_path)?.sync_all()?;
     sync_dir(&intent_path)?;
     if crash == Some(Step::IntentWritten) {
-        return Err(Error::Storage("simulated crash after the intent".into()));
+        return Err(std::io::Error::other("simulated crash after the intent").into());
     }
-    publish(&tmp, &output)?;
+    rename_into_place(&tmp, &output)?;
     if crash == Some(Step::Renamed) {
-        return Err(Error::Storage("simulated crash after the rename".into()));
+        return Err(std::io::Error::other("simulated crash after the rename").into());
     }
     finish_intent(dir)?;
     info!(output = %output.display(), inputs = run.len(), rows = run.iter().map(|f| f.rows).sum::<i64>(), "compacted");
@@ -255,9 +256,7 @@ pub(crate) async fn every(
         let (r, t) = (root.clone(), topic.clone());
         match tokio::task::spawn_blocking(move || compact_locked(&r, &t, target_rows)).await {
             Ok(Ok(Some((before, after)))) => {
-                metrics::counter!("thingtotal_sink_compactions_total").increment(1);
-                metrics::counter!("thingtotal_sink_compacted_files_total")
-                    .increment(before.saturating_sub(after) as u64);
+                crate::telemetry::compacted(before.saturating_sub(after));
                 if before != after {
                     info!(before, after, "compacted the archive");
                 }
@@ -292,8 +291,8 @@ pub fn compact(root: &Path, topic: &str, target_rows: i64) -> Result<(usize, usi
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::archive::write_local;
     use crate::columns::Columns;
+    use crate::durable::write_local;
     use thingtotal_common::envelope::ValidEntry;
     use thingtotal_common::stream::StreamRecord;
 
@@ -339,7 +338,7 @@ mod tests {
             let batch = columns
                 .decode(&envelopes)
                 .map(|(batch, _)| batch)
-                .map_err(|e| Error::Storage(e.to_string()));
+                .map_err(|e| Error::Archive(e.to_string()));
             write_local(&path, columns.schema(), meta, std::iter::once(batch)).unwrap();
         }
     }

@@ -10,24 +10,29 @@
 mod archive;
 mod columns;
 pub mod compact;
+mod durable;
 mod influx;
 mod line_protocol;
+mod telemetry;
 
 use std::net::SocketAddr;
 use std::time::Duration;
 
 use clap::Args;
+use thingtotal_common::archive::Archive;
 use thingtotal_common::config::{ArchiveArgs, InfluxArgs, LogArgs};
-use thingtotal_common::log::{Drain, Log};
+use thingtotal_common::consumer::Drain;
+use thingtotal_common::log::Log;
 use thingtotal_common::problem;
 use thingtotal_common::runtime::Runtime;
+use thingtotal_common::topics::Topics;
 use thingtotal_common::{http, CancellationToken};
 use tokio::task::JoinSet;
 use tracing::{info, warn};
 use warp::Filter;
 
 pub use archive::Rollover;
-pub use influx::InfluxTarget;
+pub use influx::{InfluxSettings, InfluxTarget};
 
 /// The sink's configuration.
 #[derive(Debug, Clone, Args)]
@@ -96,6 +101,86 @@ pub enum Error {
 /// Result with the sink's error.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
+/// The archiver's settings.
+#[derive(Debug, Clone)]
+pub struct ArchiveSettings {
+    /// Where the files go.
+    pub archive: Archive,
+    /// The consumer group.
+    pub group: String,
+    /// When files roll over.
+    pub rollover: Rollover,
+    /// How often the sink compacts a local archive, if at all.
+    pub compact_every: Option<Duration>,
+}
+
+/// The sink's settings: each group, if it runs.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// The InfluxDB writer.
+    pub influx: Option<InfluxSettings>,
+    /// The archiver.
+    pub archive: Option<ArchiveSettings>,
+}
+
+impl Settings {
+    /// The settings the flags give, with defaults resolved against `topics` and `data_dir`.
+    pub fn new(
+        args: &SinkArgs,
+        influx: &InfluxArgs,
+        archive: &ArchiveArgs,
+        data_dir: &std::path::Path,
+        topics: &Topics,
+    ) -> thingtotal_common::Result<Self> {
+        let influx = match (&influx.influx_url, args.sink_influx) {
+            (Some(url), true) => Some(InfluxSettings {
+                target: InfluxTarget {
+                    url: url.clone(),
+                    token: influx.influx_token.clone(),
+                    org: influx.influx_org.clone(),
+                    bucket: influx.influx_bucket.clone(),
+                },
+                group: args
+                    .sink_influx_group
+                    .clone()
+                    .unwrap_or_else(|| topics.group("sink-influx")),
+                batch_max: args.influx_batch_max.max(1),
+                linger: Duration::from_millis(args.influx_batch_linger_ms),
+            }),
+            (None, true) => {
+                info!("no --influx-url: the sink does not write to InfluxDB");
+                None
+            }
+            (_, false) => {
+                info!("InfluxDB writer switched off");
+                None
+            }
+        };
+        let archive = if args.sink_archive {
+            Some(ArchiveSettings {
+                archive: archive.open(data_dir)?,
+                group: args
+                    .sink_archive_group
+                    .clone()
+                    .unwrap_or_else(|| topics.group("sink-archive")),
+                rollover: Rollover {
+                    rows: args.archive_max_rows.max(1),
+                    bytes: args.archive_max_bytes.max(1),
+                    age: Duration::from_secs_f64(args.archive_max_age_secs.max(0.1)),
+                },
+                compact_every: args
+                    .archive_compact_every_secs
+                    .filter(|secs| *secs > 0.0)
+                    .map(|secs| Duration::from_secs_f64(secs.max(1.0))),
+            })
+        } else {
+            info!("archiver switched off");
+            None
+        };
+        Ok(Self { influx, archive })
+    }
+}
+
 /// Runs `thingtotal sink` on Kafka until `shutdown` is cancelled.
 pub async fn run(config: Config, shutdown: CancellationToken) -> Result<()> {
     let log = config.log.open_kafka("sink")?;
@@ -105,21 +190,20 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<()> {
 /// Runs the sink on `log`: its groups, and `/health` and `/metrics`.
 pub async fn run_on(config: Config, log: Log, shutdown: CancellationToken) -> Result<()> {
     let rt = Runtime::start(&config.log, log, shutdown.clone()).await?;
+    let settings = Settings::new(
+        &config.worker,
+        &config.influx,
+        &config.archive,
+        &config.log.data_dir,
+        &rt.topics,
+    )?;
     let routes = http::ops_routes("sink", rt.log.clone())
         .recover(problem::recover)
         .unify();
     let http_shutdown = CancellationToken::new();
     let (_, server) =
         http::spawn_server("sink", config.http_addr, routes, http_shutdown.clone()).await?;
-    let mut workers = spawn(
-        &rt,
-        &config.influx,
-        &config.archive,
-        &config.log.data_dir,
-        &config.worker,
-        Duration::ZERO,
-        &shutdown,
-    );
+    let mut workers = spawn(&rt, settings, Duration::ZERO, &shutdown);
     let mut result = Ok(());
     while let Some(done) = workers.join_next().await {
         if let Ok(Err(e)) = done {
@@ -132,100 +216,48 @@ pub async fn run_on(config: Config, log: Log, shutdown: CancellationToken) -> Re
     result
 }
 
-/// Starts the sink's groups on `rt`; each ends after `shutdown`, its batch in flight committed.
+/// Starts the sink's groups on `rt`; each ends after `shutdown`, its batch in flight committed,
+/// and with a `drain` limit, once it has caught up.
 pub fn spawn(
     rt: &Runtime,
-    influx: &InfluxArgs,
-    archive: &ArchiveArgs,
-    data_dir: &std::path::Path,
-    args: &SinkArgs,
+    settings: Settings,
     drain: Duration,
     shutdown: &CancellationToken,
 ) -> JoinSet<thingtotal_common::Result<()>> {
+    telemetry::describe();
     let mut set = JoinSet::new();
-    if args.sink_archive {
-        match archive.open(data_dir) {
-            Err(e) => {
-                set.spawn(async move { Err(e) });
-            }
-            Ok(root) => {
-                match (root.local(), args.archive_compact_every_secs) {
-                    (Some(dir), Some(secs)) if secs > 0.0 => {
-                        set.spawn(compact::every(
-                            dir.to_owned(),
-                            rt.topics.valid.clone(),
-                            args.archive_max_rows.max(1) as i64,
-                            Duration::from_secs_f64(secs.max(1.0)),
-                            shutdown.clone(),
-                        ));
-                    }
-                    (None, Some(secs)) if secs > 0.0 => {
-                        warn!("--archive-compact-every-secs: compaction works on a local archive only")
-                    }
-                    _ => {}
-                }
-                let rollover = Rollover {
-                    rows: args.archive_max_rows.max(1),
-                    bytes: args.archive_max_bytes.max(1),
-                    age: Duration::from_secs_f64(args.archive_max_age_secs.max(0.1)),
-                };
-                let group = args
-                    .sink_archive_group
-                    .clone()
-                    .unwrap_or_else(|| rt.topics.group("sink-archive"));
-                set.spawn(archive::run(
-                    rt.clone(),
-                    root,
-                    rollover,
-                    group,
-                    Drain::new(drain),
+    if let Some(a) = settings.archive {
+        match (a.archive.local(), a.compact_every) {
+            (Some(dir), Some(every)) => {
+                set.spawn(compact::every(
+                    dir.to_owned(),
+                    rt.topics.valid.clone(),
+                    a.rollover.rows as i64,
+                    every,
                     shutdown.clone(),
                 ));
             }
+            (None, Some(_)) => {
+                warn!("--archive-compact-every-secs: compaction works on a local archive only")
+            }
+            _ => {}
         }
-    } else {
-        info!("archiver switched off");
+        set.spawn(archive::run(
+            rt.clone(),
+            a.archive,
+            a.rollover,
+            a.group,
+            Drain::new(drain),
+            shutdown.clone(),
+        ));
     }
-    match (&influx.influx_url, args.sink_influx) {
-        (Some(url), true) => {
-            let target = InfluxTarget {
-                url: url.clone(),
-                token: influx.influx_token.clone(),
-                org: influx.influx_org.clone(),
-                bucket: influx.influx_bucket.clone(),
-            };
-            let group = args
-                .sink_influx_group
-                .clone()
-                .unwrap_or_else(|| rt.topics.group("sink-influx"));
-            set.spawn(influx::run(
-                rt.clone(),
-                target,
-                group,
-                args.influx_batch_max,
-                Duration::from_millis(args.influx_batch_linger_ms),
-                Drain::new(drain),
-                shutdown.clone(),
-            ));
-        }
-        (None, true) => info!("no --influx-url: the sink does not write to InfluxDB"),
-        (_, false) => info!("InfluxDB writer switched off"),
+    if let Some(i) = settings.influx {
+        set.spawn(influx::run(
+            rt.clone(),
+            i,
+            Drain::new(drain),
+            shutdown.clone(),
+        ));
     }
     set
-}
-
-/// Publishes a sink group's lag on `entries.valid`, at most every 10 seconds.
-async fn publish_lag(
-    rt: &Runtime,
-    consumer: &thingtotal_common::log::GroupConsumer,
-    group: &str,
-    last: &mut std::time::Instant,
-) {
-    if last.elapsed() < Duration::from_secs(10) {
-        return;
-    }
-    *last = std::time::Instant::now();
-    if let Ok(lag) = consumer.lag(&rt.log, &rt.topics.valid).await {
-        metrics::gauge!("thingtotal_sink_lag", "group" => group.to_owned()).set(lag as f64);
-    }
 }

@@ -9,17 +9,6 @@
 use serde_json::Value;
 use thingtotal_common::stream::{LeafType, StreamRecord};
 
-/// The type a field has, taken from the stream's schema, so that a field never changes type.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum FieldType {
-    Integer,
-    Float,
-    Boolean,
-    String,
-    /// Untyped, or an array: stored as its JSON text.
-    Json,
-}
-
 /// A stream's points: which properties are tags, and every field's type by flattened name.
 #[derive(Debug, Clone)]
 pub(crate) struct Layout {
@@ -27,7 +16,7 @@ pub(crate) struct Layout {
     stream_tag: String,
     tags: Vec<String>,
     timestamp_field: Option<String>,
-    fields: Vec<(Vec<String>, String, FieldType)>,
+    fields: Vec<(Vec<String>, String, LeafType)>,
 }
 
 impl Layout {
@@ -36,16 +25,7 @@ impl Layout {
         let mut fields: Vec<_> = stream
             .leaves()
             .into_iter()
-            .map(|l| {
-                let ty = match l.ty {
-                    LeafType::Integer => FieldType::Integer,
-                    LeafType::Float => FieldType::Float,
-                    LeafType::Boolean => FieldType::Boolean,
-                    LeafType::String | LeafType::Time => FieldType::String,
-                    LeafType::Json => FieldType::Json,
-                };
-                (l.path, l.name, ty)
-            })
+            .map(|l| (l.path, l.name, l.ty))
             .collect();
         fields.retain(|(path, _, _)| {
             !(path.len() == 1
@@ -111,21 +91,21 @@ impl Layout {
             escape(buf, name, KEY);
             buf.push('=');
             match (ty, v) {
-                (FieldType::Integer, Value::Number(n)) => {
+                (LeafType::Integer, Value::Number(n)) => {
                     let i = n
                         .as_i64()
                         .or_else(|| n.as_f64().map(|f| f as i64))
                         .unwrap_or_default();
                     let _ = write!(buf, "{i}i");
                 }
-                (FieldType::Float, Value::Number(n)) => {
+                (LeafType::Float, Value::Number(n)) => {
                     let f = n.as_f64().unwrap_or_default();
                     let _ = write!(buf, "{f:?}");
                 }
-                (FieldType::Boolean, Value::Bool(b)) => {
+                (LeafType::Boolean, Value::Bool(b)) => {
                     buf.push_str(if *b { "true" } else { "false" })
                 }
-                (FieldType::String, Value::String(s)) => {
+                (LeafType::String | LeafType::Time, Value::String(s)) => {
                     buf.push('"');
                     escape(buf, s, STRING);
                     buf.push('"');

@@ -4,41 +4,13 @@ use bytes::Bytes;
 use chrono::{DateTime, TimeZone, Utc};
 use serde::Serialize;
 use serde_json::Value;
-use thingtotal_common::envelope::{self, dlq, format_time};
+use thingtotal_common::dead_letter::{Kind, Reason, Stage, Violation};
+use thingtotal_common::envelope::{self, format_time};
 use thingtotal_common::log::{Consumed, Record};
 use thingtotal_common::stream::{StreamId, StreamRecord};
 use thingtotal_common::time::parse_device_time;
 
 use crate::schemas::Schemas;
-
-/// Why an entry went to the dead-letter topic.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Kind {
-    MalformedJson,
-    UnknownStream,
-    SchemaViolation,
-    BadTimestamp,
-}
-
-impl Kind {
-    pub(crate) fn as_str(self) -> &'static str {
-        match self {
-            Kind::MalformedJson => "malformed_json",
-            Kind::UnknownStream => "unknown_stream",
-            Kind::SchemaViolation => "schema_violation",
-            Kind::BadTimestamp => "bad_timestamp",
-        }
-    }
-}
-
-/// One violation, as `tt.error.details` lists it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub(crate) struct Violation {
-    pub(crate) instance_path: String,
-    pub(crate) schema_path: String,
-    pub(crate) keyword: String,
-    pub(crate) message: String,
-}
 
 /// Where a raw entry goes.
 #[derive(Debug)]
@@ -235,38 +207,17 @@ pub(crate) fn output(
             message,
             violations,
             stream_version,
-        } => {
-            let mut headers = c.headers;
-            let mut add = |k: &str, v: String| headers.push((k.to_owned(), Bytes::from(v)));
-            add(dlq::TOPIC, c.topic);
-            add(dlq::PARTITION, c.partition.to_string());
-            add(dlq::OFFSET, c.offset.to_string());
-            add(dlq::STAGE, "VALIDATE".into());
-            add(dlq::CLASS, kind.as_str().into());
-            add(dlq::MESSAGE, message);
-            add(dlq::KIND, kind.as_str().into());
-            if let Some(v) = stream_version {
-                add(dlq::STREAM_VERSION, v.to_string());
+        } => (
+            dlq_topic.to_owned(),
+            Reason {
+                stage: Stage::Validate,
+                kind,
+                message,
+                violations,
+                stream_version,
             }
-            add(
-                dlq::DETAILS,
-                serde_json::to_string(&violations).expect("violations serialise"),
-            );
-            let key = if kind == Kind::UnknownStream {
-                None
-            } else {
-                c.key
-            };
-            (
-                dlq_topic.to_owned(),
-                Record {
-                    key,
-                    value: c.value,
-                    headers,
-                    timestamp_ms: Some(c.timestamp_ms),
-                },
-            )
-        }
+            .dead_letter(c),
+        ),
     }
 }
 

@@ -16,6 +16,7 @@
 
 mod check;
 mod schemas;
+mod telemetry;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -24,12 +25,16 @@ use std::time::{Duration, Instant};
 
 use clap::Args;
 use thingtotal_common::config::LogArgs;
-use thingtotal_common::log::{positions_after, Drain, GroupConsumer, GroupOptions, Log};
+use thingtotal_common::consumer::{self, Commit, Drain, Handled, Handler};
+use thingtotal_common::log::{
+    positions_after, Consumed, GroupConsumer, GroupOptions, Log, TopicPartitionOffset,
+};
 use thingtotal_common::problem;
 use thingtotal_common::runtime::Runtime;
 use thingtotal_common::stream::{StreamId, StreamRecord};
+use thingtotal_common::topics::Topics;
 use thingtotal_common::{http, CancellationToken};
-use tracing::{info, warn};
+use tracing::info;
 use warp::Filter;
 
 use crate::check::{judge, output, stream_id, Verdict};
@@ -101,155 +106,159 @@ pub async fn run_on(config: Config, log: Log, shutdown: CancellationToken) -> Re
     let http_shutdown = CancellationToken::new();
     let (_, server) =
         http::spawn_server("validator", config.http_addr, routes, http_shutdown.clone()).await?;
-    let result = consume(rt, &config.worker, Drain::new(Duration::ZERO), shutdown).await;
+    let settings = config.worker.settings(&rt.topics);
+    let result = consume(rt, settings, Drain::new(Duration::ZERO), shutdown).await;
     http_shutdown.cancel();
     let _ = server.await;
     result
+}
+
+/// The validator's settings, resolved from its flags.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// The consumer group.
+    pub group: String,
+    /// This instance's stable name (the `transactional.id` suffix).
+    pub instance_id: String,
+    /// Most entries in one batch (one transaction).
+    pub batch_max: usize,
+    /// Longest wait to fill a batch.
+    pub linger: Duration,
+}
+
+impl ValidatorArgs {
+    /// The settings these flags give, with defaults resolved against `topics`.
+    pub fn settings(&self, topics: &Topics) -> Settings {
+        Settings {
+            group: self
+                .validator_group
+                .clone()
+                .unwrap_or_else(|| topics.group("validator")),
+            instance_id: self
+                .instance_id
+                .clone()
+                .unwrap_or_else(|| uuid::Uuid::now_v7().simple().to_string()),
+            batch_max: self.validator_batch_max.max(1),
+            linger: Duration::from_millis(self.validator_batch_linger_ms),
+        }
+    }
 }
 
 /// Consumes `entries.raw` until `shutdown`; the batch in flight is finished and committed first,
 /// and with a `drain` limit, everything in the topic.
 pub async fn consume(
     rt: Runtime,
-    args: &ValidatorArgs,
-    mut drain: Drain,
+    settings: Settings,
+    drain: Drain,
     shutdown: CancellationToken,
 ) -> Result<()> {
-    let instance_id = args
-        .instance_id
-        .clone()
-        .unwrap_or_else(|| uuid::Uuid::now_v7().simple().to_string());
-    let group = args
-        .validator_group
-        .clone()
-        .unwrap_or_else(|| rt.topics.group("validator"));
-    let mut consumer = rt
-        .log
-        .consumer(GroupOptions {
-            group: group.clone(),
+    telemetry::describe();
+    info!(group = %settings.group, "validator consuming");
+    let driver = consumer::Settings {
+        group: GroupOptions {
+            group: settings.group,
             topics: vec![rt.topics.raw.clone()],
             transactional: true,
-            instance_id,
-        })
-        .await?;
-    info!(%group, "validator consuming");
-    let schemas = Arc::new(Schemas::default());
-    let linger = Duration::from_millis(args.validator_batch_linger_ms);
-    let mut last_maintenance = Instant::now();
-    loop {
-        // Never cancelled half-way: a dropped poll would lose the records it had fetched. The
-        // linger bounds how long a shutdown waits for it.
-        let polled = consumer.poll(args.validator_batch_max, linger).await;
-        let revoked = !consumer.take_rebalances().revoked.is_empty();
-        let batch = match polled {
-            Ok(b) => b,
-            Err(e) => {
-                warn!(error = %e, "polling entries.raw failed");
-                tokio::time::sleep(Duration::from_secs(1)).await;
-                continue;
-            }
-        };
-        // A batch polled across a revocation may hold records of a partition that another member
-        // now owns (its commit would be accepted under this member's new generation), or records
-        // that are fetched again from the committed position when the partition comes back. None
-        // of it is written: the batch is dropped and reading restarts from the committed
-        // positions. A commit made with the old generation is fenced by the broker instead.
-        if revoked && !batch.is_empty() {
-            info!(
-                records = batch.len(),
-                "partitions were revoked during the poll; dropping the batch"
-            );
-            if consumer.rewind_until_done(&shutdown).await.is_err() {
-                break;
-            }
-            continue;
-        }
-        if last_maintenance.elapsed() > Duration::from_secs(10) {
-            last_maintenance = Instant::now();
-            maintain(&rt, &consumer, &schemas).await;
-        }
+            instance_id: settings.instance_id,
+        },
+        batch_max: settings.batch_max,
+        linger: settings.linger,
+        drain,
+    };
+    let log = rt.log.clone();
+    let validator = Validator {
+        rt,
+        schemas: Arc::new(Schemas::default()),
+        pending: None,
+    };
+    consumer::run(&log, driver, validator, shutdown).await?;
+    Ok(())
+}
+
+/// The validator as a handler of the consumer driver: each batch becomes one atomic
+/// produce-and-commit.
+struct Validator {
+    rt: Runtime,
+    schemas: Arc<Schemas>,
+    /// The batch being committed: when it was judged, its size and its outcomes.
+    pending: Option<Judged>,
+}
+
+struct Judged {
+    at: Instant,
+    size: usize,
+    outcomes: HashMap<&'static str, u64>,
+}
+
+impl Handler for Validator {
+    async fn handle(
+        &mut self,
+        batch: Vec<Consumed>,
+        _stopping: bool,
+        _consumer: &GroupConsumer,
+    ) -> thingtotal_common::Result<Handled> {
         if batch.is_empty() {
-            if drain
-                .done(&shutdown, &consumer, &rt.log, &rt.topics.raw, true)
-                .await
-            {
-                break;
+            return Ok(Handled::Commit(Commit::Nothing));
+        }
+        // One registry lookup per stream and batch; an unknown id waits for the registry to
+        // catch up.
+        let mut streams: HashMap<StreamId, Option<Arc<StreamRecord>>> = HashMap::new();
+        for c in &batch {
+            if let Some(id) = stream_id(c) {
+                if let std::collections::hash_map::Entry::Vacant(v) = streams.entry(id) {
+                    v.insert(self.rt.registry.lookup(id, Duration::from_secs(5)).await?);
+                }
             }
-            continue;
         }
-        if let Err(e) = process(&rt, &mut consumer, &schemas, batch).await {
-            warn!(error = %e, "batch failed; rewinding to the committed positions");
-            if consumer.rewind_until_done(&shutdown).await.is_err() {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(500)).await;
-        }
-        if drain
-            .done(&shutdown, &consumer, &rt.log, &rt.topics.raw, false)
-            .await
-        {
-            break;
-        }
+        let positions = positions_after(&batch);
+        let size = batch.len();
+        let (valid, dlq) = (self.rt.topics.valid.clone(), self.rt.topics.dlq.clone());
+        let schemas = self.schemas.clone();
+        // Validation is CPU work: off the async threads.
+        let (records, outcomes) = tokio::task::spawn_blocking(move || {
+            let mut outcomes: HashMap<&'static str, u64> = HashMap::new();
+            let records: Vec<_> = batch
+                .into_iter()
+                .map(|c| {
+                    let stream = stream_id(&c).and_then(|id| streams.get(&id).cloned().flatten());
+                    let verdict = judge(&c, stream.as_deref(), &schemas);
+                    let outcome = match &verdict {
+                        Verdict::Valid(_) => "valid",
+                        Verdict::Dead { kind, .. } => kind.as_str(),
+                    };
+                    *outcomes.entry(outcome).or_default() += 1;
+                    output(c, verdict, &valid, &dlq)
+                })
+                .collect();
+            (records, outcomes)
+        })
+        .await
+        .map_err(|_| thingtotal_common::Error::Closed)?;
+        self.pending = Some(Judged {
+            at: Instant::now(),
+            size,
+            outcomes,
+        });
+        Ok(Handled::Commit(Commit::Atomic { records, positions }))
     }
-    info!("validator stopped");
-    Ok(())
-}
 
-/// Judges a batch and commits its outputs with its offsets, atomically.
-async fn process(
-    rt: &Runtime,
-    consumer: &mut GroupConsumer,
-    schemas: &Arc<Schemas>,
-    batch: Vec<thingtotal_common::log::Consumed>,
-) -> Result<()> {
-    // One registry lookup per stream and batch; an unknown id waits for the registry to catch up.
-    let mut streams: HashMap<StreamId, Option<Arc<StreamRecord>>> = HashMap::new();
-    for c in &batch {
-        if let Some(id) = stream_id(c) {
-            if let std::collections::hash_map::Entry::Vacant(v) = streams.entry(id) {
-                v.insert(rt.registry.lookup(id, Duration::from_secs(5)).await?);
-            }
+    fn committed(&mut self, _positions: &[TopicPartitionOffset]) {
+        if let Some(judged) = self.pending.take() {
+            telemetry::batch_committed(judged.at.elapsed(), judged.size, judged.outcomes);
         }
     }
-    let positions = positions_after(&batch);
-    let size = batch.len();
-    let (valid, dlq) = (rt.topics.valid.clone(), rt.topics.dlq.clone());
-    let schemas = schemas.clone();
-    // Validation is CPU work: off the async threads.
-    let (outputs, counts) = tokio::task::spawn_blocking(move || {
-        let mut counts: HashMap<&'static str, u64> = HashMap::new();
-        let outputs: Vec<_> = batch
-            .into_iter()
-            .map(|c| {
-                let stream = stream_id(&c).and_then(|id| streams.get(&id).cloned().flatten());
-                let verdict = judge(&c, stream.as_deref(), &schemas);
-                let outcome = match &verdict {
-                    Verdict::Valid(_) => "valid",
-                    Verdict::Dead { kind, .. } => kind.as_str(),
-                };
-                *counts.entry(outcome).or_default() += 1;
-                output(c, verdict, &valid, &dlq)
-            })
-            .collect();
-        (outputs, counts)
-    })
-    .await
-    .map_err(|_| thingtotal_common::Error::Closed)?;
-    let started = Instant::now();
-    consumer.produce_and_commit(outputs, &positions).await?;
-    metrics::histogram!("thingtotal_validator_transaction_seconds")
-        .record(started.elapsed().as_secs_f64());
-    metrics::histogram!("thingtotal_validator_batch_size").record(size as f64);
-    for (outcome, n) in counts {
-        metrics::counter!("thingtotal_validator_entries_total", "outcome" => outcome).increment(n);
-    }
-    Ok(())
-}
 
-/// Drops compiled schemas of deleted streams and publishes the consumer lag.
-async fn maintain(rt: &Runtime, consumer: &GroupConsumer, schemas: &Schemas) {
-    schemas.retain(|id| rt.registry.get(id).is_some());
-    if let Ok(lag) = consumer.lag(&rt.log, &rt.topics.raw).await {
-        metrics::gauge!("thingtotal_validator_lag").set(lag as f64);
+    fn reset(&mut self) {
+        self.pending = None;
+    }
+
+    async fn tick(&mut self) {
+        // Compiled schemas of deleted streams go.
+        let registry = &self.rt.registry;
+        self.schemas.retain(|id| registry.get(id).is_some());
+    }
+
+    fn lag_gauge(&self) -> metrics::Gauge {
+        telemetry::lag()
     }
 }

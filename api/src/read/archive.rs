@@ -200,7 +200,7 @@ fn date_of(us: i64) -> Option<NaiveDate> {
 
 /// Where a leaf's value is in a file: its column, and the path inside it for a nested leaf,
 /// whose top-level property the archive keeps as JSON text.
-struct Source<'a> {
+struct LeafColumn<'a> {
     column: usize,
     nested: &'a [String],
 }
@@ -222,7 +222,7 @@ async fn read_group(
         return Ok(());
     };
     let mut columns = vec![entry_id, seq, ts];
-    let mut sources: Vec<Option<Source>> = Vec::new();
+    let mut sources: Vec<Option<LeafColumn>> = Vec::new();
     for (i, leaf) in shape.leaves.iter().enumerate() {
         let top = &leaf.path[0];
         let column_name = property_column(top);
@@ -230,7 +230,7 @@ async fn read_group(
             .contains(&i)
             .then(|| index(&column_name))
             .flatten()
-            .map(|column| Source {
+            .map(|column| LeafColumn {
                 column,
                 nested: &leaf.path[1..],
             });

@@ -15,6 +15,7 @@ pub(crate) mod shape;
 use serde_json::Value;
 use thingtotal_common::problem::Problem;
 use thingtotal_common::stream::LeafType;
+use thingtotal_common::time::point_time;
 
 pub(crate) use shape::Shape;
 
@@ -148,11 +149,10 @@ pub(crate) struct Row {
     pub(crate) values: Vec<Option<Value>>,
 }
 
-/// The point time of an entry: `ts` in nanoseconds plus `seq` mod 1000.
+/// The order of entries: their point time ([`point_time`]), saturated outside its range (the
+/// archive can hold times InfluxDB cannot).
 pub(crate) fn point_key(ts_us: i64, seq: u64) -> i64 {
-    ts_us
-        .saturating_mul(1000)
-        .saturating_add((seq % 1000) as i64)
+    point_time(ts_us, seq).unwrap_or(if ts_us < 0 { i64::MIN } else { i64::MAX })
 }
 
 /// Each window's aggregate, per requested leaf; `None` where a window has no value.
@@ -244,16 +244,16 @@ fn reduce(agg: Agg, ty: LeafType, points: &[(i64, &Value)]) -> Option<Value> {
 
 /// Where reads come from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Source {
+pub(crate) enum Backend {
     Influx,
     Archive,
 }
 
-impl Source {
+impl Backend {
     pub(crate) fn name(self) -> &'static str {
         match self {
-            Source::Influx => "influx",
-            Source::Archive => "archive",
+            Backend::Influx => "influx",
+            Backend::Archive => "archive",
         }
     }
 }
@@ -267,17 +267,17 @@ pub(crate) struct Backends {
 
 impl Backends {
     /// The source to read from: the one asked for, or InfluxDB if it is configured.
-    pub(crate) fn pick(&self, asked: Option<Source>) -> Result<Source, Problem> {
+    pub(crate) fn pick(&self, asked: Option<Backend>) -> Result<Backend, Problem> {
         match asked {
-            Some(Source::Influx) if self.influx.is_none() => Err(Problem::bad_request(
+            Some(Backend::Influx) if self.influx.is_none() => Err(Problem::bad_request(
                 "source=influx: this server has no InfluxDB configured (--influx-url)",
             )),
-            Some(Source::Archive) if self.archive.is_none() => Err(Problem::bad_request(
+            Some(Backend::Archive) if self.archive.is_none() => Err(Problem::bad_request(
                 "source=archive: this server has no archive configured (--archive)",
             )),
             Some(s) => Ok(s),
-            None if self.influx.is_some() => Ok(Source::Influx),
-            None if self.archive.is_some() => Ok(Source::Archive),
+            None if self.influx.is_some() => Ok(Backend::Influx),
+            None if self.archive.is_some() => Ok(Backend::Archive),
             None => Err(Problem::unavailable(
                 "this server has neither InfluxDB nor an archive to read from",
             )),
@@ -287,20 +287,20 @@ impl Backends {
     /// A page of entries, in the query's order.
     pub(crate) async fn entries(
         &self,
-        source: Source,
+        source: Backend,
         shape: &Shape,
         q: &EntriesQuery,
     ) -> Result<Vec<Row>, Problem> {
         match source {
-            Source::Influx => self.influx()?.entries(shape, q).await,
-            Source::Archive => self.archive()?.entries(shape, q).await,
+            Backend::Influx => self.influx()?.entries(shape, q).await,
+            Backend::Archive => self.archive()?.entries(shape, q).await,
         }
     }
 
     /// The newest `limit` entries, newest first.
     pub(crate) async fn newest(
         &self,
-        source: Source,
+        source: Backend,
         shape: &Shape,
         limit: usize,
     ) -> Result<Vec<Row>, Problem> {
@@ -316,13 +316,13 @@ impl Backends {
     /// Every window's aggregates.
     pub(crate) async fn aggregate(
         &self,
-        source: Source,
+        source: Backend,
         shape: &Shape,
         q: &AggQuery,
     ) -> Result<Windows, Problem> {
         match source {
-            Source::Influx => self.influx()?.aggregate(shape, q).await,
-            Source::Archive => {
+            Backend::Influx => self.influx()?.aggregate(shape, q).await,
+            Backend::Archive => {
                 let rows = self.archive()?.rows(shape, q.range, &q.leaves).await?;
                 Ok(aggregate(&rows, q, shape))
             }

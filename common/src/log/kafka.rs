@@ -119,8 +119,7 @@ impl KafkaLog {
                 .fetch_metadata(None, Duration::from_secs(3))
                 .map(|_| ())
         })
-        .await
-        .map_err(|_| Error::Closed)??;
+        .await??;
         Ok(())
     }
 
@@ -209,8 +208,7 @@ impl KafkaLog {
             }
             Ok(t.partitions().len())
         })
-        .await
-        .map_err(|_| Error::Closed)?
+        .await?
     }
 
     pub(super) async fn append(&self, topic: &str, records: Vec<Record>) -> Result<Vec<Position>> {
@@ -265,8 +263,7 @@ impl KafkaLog {
                 })
                 .collect()
         })
-        .await
-        .map_err(|_| Error::Closed)?
+        .await?
     }
 
     pub(super) async fn offsets_for_time(
@@ -294,8 +291,7 @@ impl KafkaLog {
                 )
                 .collect())
         })
-        .await
-        .map_err(|_| Error::Closed)?
+        .await?
     }
 
     pub(super) async fn reader(
@@ -368,9 +364,7 @@ impl KafkaLog {
         let producer: FutureProducer = cfg.create()?;
         let p = producer.clone();
         let timeout = self.timeout() * 3;
-        spawn_blocking(move || p.init_transactions(timeout))
-            .await
-            .map_err(|_| Error::Closed)??;
+        spawn_blocking(move || p.init_transactions(timeout)).await??;
         Ok(producer)
     }
 }
@@ -609,9 +603,7 @@ impl KafkaGroup {
         }
         let tpl = tpl_of(offsets)?;
         let consumer = self.consumer.clone();
-        spawn_blocking(move || consumer.commit(&tpl, CommitMode::Sync))
-            .await
-            .map_err(|_| Error::Closed)??;
+        spawn_blocking(move || consumer.commit(&tpl, CommitMode::Sync)).await??;
         Ok(())
     }
 
@@ -630,9 +622,7 @@ impl KafkaGroup {
             warn!(group = %self.options.group, error = %e, "transaction failed; aborting");
             let p = producer.clone();
             let timeout = self.log.timeout();
-            let aborted = spawn_blocking(move || p.abort_transaction(timeout))
-                .await
-                .map_err(|_| Error::Closed)?;
+            let aborted = spawn_blocking(move || p.abort_transaction(timeout)).await?;
             if let Err(abort_error) = aborted {
                 // A fenced or fatally failed producer cannot be reused: start a new one.
                 warn!(error = %abort_error, "abort failed; recreating the transactional producer");
@@ -669,8 +659,7 @@ impl KafkaGroup {
             }
             p.commit_transaction(timeout)
         })
-        .await
-        .map_err(|_| Error::Closed)??;
+        .await??;
         Ok(())
     }
 
@@ -708,8 +697,7 @@ impl KafkaGroup {
             }
             Ok::<_, Error>(())
         })
-        .await
-        .map_err(|_| Error::Closed)??;
+        .await??;
         Ok(())
     }
 
@@ -741,8 +729,7 @@ impl KafkaGroup {
                 .map(|p| by_partition.get(&p).copied().flatten())
                 .collect())
         })
-        .await
-        .map_err(|_| Error::Closed)?
+        .await?
     }
 }
 
