@@ -15,6 +15,7 @@ pub mod envelope;
 pub mod error;
 pub mod http;
 pub mod keys;
+pub mod limits;
 pub mod log;
 pub mod problem;
 pub mod registry;

@@ -6,6 +6,7 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::LogArgs;
+use crate::limits::SizeLimits;
 use crate::log::Log;
 use crate::registry::Registry;
 use crate::topics::Topics;
@@ -23,6 +24,8 @@ pub struct Runtime {
     pub topics: Topics,
     /// The live stream registry.
     pub registry: Arc<Registry>,
+    /// How large entries and the records made of them may be.
+    pub limits: SizeLimits,
 }
 
 impl Runtime {
@@ -38,6 +41,7 @@ impl Runtime {
             log,
             topics,
             registry,
+            limits: args.limits(),
         })
     }
 }

@@ -32,7 +32,9 @@ fn stream(id: u64, version: u32) -> StreamRecord {
 
 async fn round_trip(log: Log, prefix: &str) {
     let topics = Topics::new(prefix);
-    log.ensure_topics(&topics.specs(2, 1)).await.unwrap();
+    log.ensure_topics(&topics.specs(2, 1, Default::default()))
+        .await
+        .unwrap();
     let shutdown = CancellationToken::new();
     let t = Duration::from_secs(30);
     let a = stream(1001, 1);

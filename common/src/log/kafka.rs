@@ -26,6 +26,7 @@ use tokio::task::spawn_blocking;
 use tracing::{debug, info, warn};
 
 use super::{Consumed, GroupOptions, Position, Record, TopicPartitionOffset, TopicSpec};
+use crate::limits::SizeLimits;
 use crate::{Error, Result};
 
 /// How to reach Kafka.
@@ -37,16 +38,30 @@ pub struct KafkaOptions {
     pub options: Vec<(String, String)>,
     /// How long blocking metadata, commit and transaction calls may take.
     pub request_timeout: Duration,
+    /// The producers' `message.max.bytes`: the largest record any part produces.
+    pub max_message_bytes: usize,
 }
 
 impl KafkaOptions {
-    /// Options for `brokers` with nothing passed through.
+    /// Options for `brokers` with nothing passed through and the default size limits.
     pub fn new(brokers: impl Into<String>) -> Self {
         Self {
             brokers: brokers.into(),
             options: Vec::new(),
             request_timeout: Duration::from_secs(10),
+            max_message_bytes: SizeLimits::default().max_record_bytes(),
         }
+    }
+
+    /// A producer's configuration: [`producer_config`] with these options, plus
+    /// `message.max.bytes`, which follows `--max-entry-bytes` so that the whole chain agrees.
+    fn producer_config(&self, defaults: &[(&str, &str)]) -> ClientConfig {
+        let max = self.max_message_bytes.to_string();
+        producer_config(
+            self.client_config(),
+            defaults,
+            &[("message.max.bytes", max.as_str())],
+        )
     }
 
     fn client_config(&self) -> ClientConfig {
@@ -86,9 +101,9 @@ impl KafkaLog {
     /// lazily by librdkafka; [`KafkaLog::check`] tells whether the brokers answer.
     pub fn connect(options: KafkaOptions) -> Result<Self> {
         let mut p = options.client_config();
-        let producer: FutureProducer =
-            producer_config(options.client_config(), &[("message.timeout.ms", "30000")])
-                .create()?;
+        let producer: FutureProducer = options
+            .producer_config(&[("message.timeout.ms", "30000")])
+            .create()?;
         let admin: AdminClient<DefaultClientContext> = p.create()?;
         p.set(
             "group.id",
@@ -124,14 +139,17 @@ impl KafkaLog {
     }
 
     pub(super) async fn ensure_topics(&self, specs: &[TopicSpec]) -> Result<()> {
-        let configs: Vec<Vec<(&str, &str)>> = specs
+        let configs: Vec<Vec<(&str, String)>> = specs
             .iter()
             .map(|s| {
+                let mut c = Vec::new();
                 if s.compacted {
-                    vec![("cleanup.policy", "compact")]
-                } else {
-                    vec![]
+                    c.push(("cleanup.policy", "compact".to_owned()));
                 }
+                if let Some(max) = s.max_message_bytes {
+                    c.push(("max.message.bytes", max.to_string()));
+                }
+                c
             })
             .collect();
         let new: Vec<NewTopic<'_>> = specs
@@ -144,7 +162,7 @@ impl KafkaLog {
                     TopicReplication::Fixed(s.replication),
                 );
                 for (k, v) in cfg {
-                    t = t.set(k, v);
+                    t = t.set(k, v.as_str());
                 }
                 t
             })
@@ -353,10 +371,10 @@ impl KafkaLog {
     async fn transactional_producer(&self, options: &GroupOptions) -> Result<FutureProducer> {
         // A crashed member's open transaction holds back read_committed readers until it
         // times out or a member with the same transactional.id fences it.
-        let mut cfg = producer_config(
-            self.inner.options.client_config(),
-            &[("transaction.timeout.ms", "10000")],
-        );
+        let mut cfg = self
+            .inner
+            .options
+            .producer_config(&[("transaction.timeout.ms", "10000")]);
         cfg.set(
             "transactional.id",
             format!("{}-{}", options.group, options.instance_id),
@@ -392,16 +410,21 @@ fn with_defaults(mut c: ClientConfig, defaults: &[(&str, &str)]) -> ClientConfig
 }
 
 /// A producer's configuration: the user's options over the defaults, then the required
-/// settings over both, with a warning for each option of the user's that is overridden.
-fn producer_config(user: ClientConfig, defaults: &[(&str, &str)]) -> ClientConfig {
+/// settings (and those ThingTotal's own flags set, `derived`) over both, with a warning for each
+/// option of the user's that is overridden.
+fn producer_config(
+    user: ClientConfig,
+    defaults: &[(&str, &str)],
+    derived: &[(&str, &str)],
+) -> ClientConfig {
     let mut c = with_defaults(user, &[PRODUCER_DEFAULTS, defaults].concat());
-    for (k, v) in PRODUCER_REQUIRED {
+    for (k, v) in PRODUCER_REQUIRED.iter().chain(derived) {
         if let Some(set) = c.get(k).filter(|set| set != v) {
             warn!(
                 option = k,
                 set,
                 used = v,
-                "ignoring a Kafka option the delivery guarantees depend on"
+                "ignoring a Kafka option that the delivery guarantees or --max-entry-bytes set"
             );
         }
         c.set(*k, *v);
@@ -743,8 +766,14 @@ mod tests {
         user.set("acks", "1")
             .set("enable.idempotence", "false")
             .set("linger.ms", "50");
-        let c = producer_config(user, &[("message.timeout.ms", "30000")]);
+        user.set("message.max.bytes", "5000000");
+        let c = producer_config(
+            user,
+            &[("message.timeout.ms", "30000")],
+            &[("message.max.bytes", "1015808")],
+        );
         assert_eq!(c.get("acks"), Some("all"));
+        assert_eq!(c.get("message.max.bytes"), Some("1015808"));
         assert_eq!(c.get("enable.idempotence"), Some("true"));
         assert_eq!(c.get("partitioner"), Some("murmur2_random"));
         assert_eq!(c.get("linger.ms"), Some("50"));

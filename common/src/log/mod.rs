@@ -22,7 +22,9 @@ use std::time::Duration;
 
 pub use embedded::{EmbeddedGroup, EmbeddedLog, EmbeddedOptions, EmbeddedReader};
 pub use kafka::{KafkaGroup, KafkaLog, KafkaOptions, KafkaReader};
-pub use record::{positions_after, Consumed, Position, Record, TopicPartitionOffset, TopicSpec};
+pub use record::{
+    positions_after, wire_size, Consumed, Position, Record, TopicPartitionOffset, TopicSpec,
+};
 
 use crate::Result;
 
