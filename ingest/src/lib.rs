@@ -5,7 +5,9 @@
 //! time and its source, and appends them to `entries.raw`, keyed by stream id. It answers `202`
 //! only once the log has acknowledged every entry of the request (`acks=all` on Kafka, fsync on
 //! the embedded log), so an acknowledged entry is never lost. If the log cannot take them within
-//! the deadline it answers `503` with `Retry-After`, and reports nothing as accepted.
+//! the deadline it answers `503` with `Retry-After`, and reports nothing as accepted. Every
+//! entry's size is checked against what the log takes (`--max-entry-bytes`) before any is
+//! appended, so a request with an entry too large gets `413` and stores nothing.
 //!
 //! A retrying client can see duplicates: entries of a request that timed out may still be stored
 //! after the `503`, and a retry stores them again, with new entry ids. What it never sees is a

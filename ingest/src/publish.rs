@@ -25,6 +25,13 @@ pub(crate) enum Refused {
     UnknownStream,
     /// The log did not acknowledge in time (or failed); nothing is reported as accepted.
     Unavailable(String),
+    /// Entry `index` (from 0) is `size` bytes with its headers, more than the log takes
+    /// (`limit`); nothing of the request was appended.
+    TooLarge {
+        index: usize,
+        size: usize,
+        limit: usize,
+    },
 }
 
 /// What the log acknowledged for one request.
@@ -79,7 +86,8 @@ impl Ingest {
     }
 
     /// Appends `entries` to `entries.raw` and waits, at most the configured deadline, until the
-    /// log acknowledged every one of them.
+    /// log acknowledged every one of them. If any entry is larger than the log takes, none is
+    /// appended.
     pub(crate) async fn publish(
         &self,
         stream: &StreamRecord,
@@ -133,6 +141,20 @@ impl Ingest {
                 }
             })
             .collect();
+        // Every entry is checked before any is appended, so that a refused request stores
+        // nothing.
+        let limits = self.rt.limits;
+        if let Some((index, r)) = records
+            .iter()
+            .enumerate()
+            .find(|(_, r)| !limits.entry_fits(r))
+        {
+            return Err(Refused::TooLarge {
+                index,
+                size: r.wire_size(),
+                limit: limits.max_entry_bytes,
+            });
+        }
         let n = records.len();
         let started = Instant::now();
         let appended = tokio::time::timeout(

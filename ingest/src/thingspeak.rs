@@ -266,6 +266,7 @@ async fn update(
             "text/plain; charset=utf-8",
         )
         .into_response(),
+        Err(Refused::TooLarge { .. }) => text(StatusCode::PAYLOAD_TOO_LARGE, "0"),
         Err(_) => unavailable_zero(),
     }
 }
@@ -293,6 +294,15 @@ fn bad_request(details: &str) -> Response {
         StatusCode::BAD_REQUEST,
         "error_bad_request",
         "Bad Request",
+        details,
+    )
+}
+
+fn too_large(details: &str) -> Response {
+    ts_error(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "error_request_too_large",
+        "Request Entity Too Large",
         details,
     )
 }
@@ -344,14 +354,7 @@ async fn bulk_update(
 ) -> Response {
     let body = match decoded(&ingest, &headers, body).await {
         Ok(b) => b,
-        Err(p) if p.status == 413 => {
-            return ts_error(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "error_request_too_large",
-                "Request Entity Too Large",
-                &p.detail,
-            )
-        }
+        Err(p) if p.status == 413 => return too_large(&p.detail),
         Err(p) => return bad_request(&p.detail),
     };
     let v: Map<String, Value> = match serde_json::from_slice(&body) {
@@ -397,12 +400,10 @@ async fn bulk_update(
         return bad_request("\"updates\" is empty");
     }
     if updates.len() > ingest.limits.max_entries {
-        return ts_error(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "error_request_too_large",
-            "Request Entity Too Large",
-            &format!("at most {} updates per request", ingest.limits.max_entries),
-        );
+        return too_large(&format!(
+            "at most {} updates per request",
+            ingest.limits.max_entries
+        ));
     }
     let mut parsed = Vec::with_capacity(updates.len());
     let mut timing = Vec::with_capacity(updates.len());
@@ -464,6 +465,9 @@ async fn bulk_update(
             StatusCode::ACCEPTED,
         )
         .into_response(),
+        Err(Refused::TooLarge { index, size, limit }) => too_large(&format!(
+            "update {index} is {size} bytes as an entry; at most {limit} bytes"
+        )),
         Err(e) => ts_error(
             StatusCode::SERVICE_UNAVAILABLE,
             "error_service_unavailable",
@@ -518,12 +522,9 @@ pub(crate) fn routes(
             let answer = match b {
                 Ok(b) => bulk_update(i, id, h, b).await,
                 Err(r) => match r.find::<BodyTooLarge>() {
-                    Some(large) => ts_error(
-                        StatusCode::PAYLOAD_TOO_LARGE,
-                        "error_request_too_large",
-                        "Request Entity Too Large",
-                        &format!("the body is larger than {} bytes", large.limit),
-                    ),
+                    Some(large) => {
+                        too_large(&format!("the body is larger than {} bytes", large.limit))
+                    }
                     None => crate::refusal(r).await,
                 },
             };

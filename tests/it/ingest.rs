@@ -322,6 +322,71 @@ async fn every_ingest_error_has_its_status() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_entry_larger_than_the_log_takes_gets_413_and_nothing_of_its_request_is_stored() {
+    let p = pipeline("entry-size", &[]).await;
+    let (id, key, _) = stream(&p.api, schema()).await;
+    // The second of three entries is 1,000,001 bytes: within the body limit (1 MiB), over what
+    // the log takes.
+    let empty = "{\"t\":2,\"pad\":\"\"}";
+    let second = format!(
+        "{{\"t\":2,\"pad\":\"{}\"}}",
+        "x".repeat(1_000_001 - empty.len())
+    );
+    assert_eq!(second.len(), 1_000_001);
+    let body = format!("[{{\"t\":1}},{second},{{\"t\":3}}]");
+    let r = post(
+        &p,
+        id,
+        Some(&key),
+        "application/json",
+        body.into_bytes(),
+        false,
+    )
+    .await;
+    assert_eq!(r.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    assert_eq!(r.headers()["content-type"], "application/problem+json");
+    let e: Value = r.json().await.unwrap();
+    assert_eq!(e["errors"][0]["pointer"], "/1", "{e}");
+    assert!(e["detail"].as_str().unwrap().contains("983040"), "{e}");
+    // The ThingSpeak routes answer in their own dialect.
+    let c = Client::new();
+    let r = c
+        .post(format!("{}/update", p.ingest.base))
+        .form(&[
+            ("api_key", key.as_str()),
+            ("field1", &"x".repeat(1_000_001)),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    assert_eq!(r.text().await.unwrap(), "0");
+    let r = c
+        .post(format!("{}/channels/{id}/bulk_update.json", p.ingest.base))
+        .json(&json!({"write_api_key": key, "updates": [
+            {"delta_t": 0, "field1": "1"}, {"delta_t": 1, "field1": "x".repeat(1_000_001)}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    let e: Value = r.json().await.unwrap();
+    assert_eq!(e["error"]["error_code"], "error_request_too_large", "{e}");
+    // Nothing of those requests was stored: the next request's entry is the only one.
+    let r = post(
+        &p,
+        id,
+        Some(&key),
+        "application/json",
+        b"{\"t\":4}".to_vec(),
+        false,
+    )
+    .await;
+    assert_eq!(r.status(), StatusCode::ACCEPTED);
+    let raw = read_topic(&Topics::new(&p.prefix).raw, 1, Duration::from_secs(30)).await;
+    assert_eq!(raw[0].value.as_deref(), Some(&b"{\"t\":4}"[..]));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn thingspeak_writes_become_typed_entries_with_thingspeak_answers() {
     let p = pipeline("thingspeak", &[]).await;
     let (id, key, _) = stream(
