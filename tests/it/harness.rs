@@ -191,9 +191,18 @@ pub(crate) async fn pipeline(name: &str, env: &[(&str, &str)]) -> Pipeline {
 
 /// Creates a stream and returns (id, write key, read key).
 pub(crate) async fn stream(api: &ApiProcess, definition: Value) -> (u64, String, String) {
+    stream_as(api, ADMIN, definition).await
+}
+
+/// Creates a stream with the admin token `token` and returns (id, write key, read key).
+pub(crate) async fn stream_as(
+    api: &ApiProcess,
+    token: &str,
+    definition: Value,
+) -> (u64, String, String) {
     let r = Client::new()
         .post(format!("{}/api/streams", api.base))
-        .bearer_auth(ADMIN)
+        .bearer_auth(token)
         .json(&definition)
         .send()
         .await

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use reqwest::{Client, StatusCode};
 use serde_json::{json, Value};
 
-use crate::harness::{free_port, parquet_files, walk, ApiProcess};
+use crate::harness::{free_port, parquet_files, stream_as, walk, ApiProcess};
 
 /// Starts `thingtotal up` on `data_dir`, with no Kafka and no InfluxDB.
 async fn start_up(data_dir: &Path) -> ApiProcess {
@@ -79,21 +79,13 @@ fn archive_rows(dir: &Path, sql: &str) -> Value {
 }
 
 async fn create(up: &ApiProcess, token: &str) -> (u64, String, String) {
-    let r = Client::new()
-        .post(format!("{}/api/streams", up.base))
-        .bearer_auth(token)
-        .json(&json!({"name": "greenhouse", "schema": {"type": "object", "properties": {
-            "temperature": {"type": "number"}, "humidity": {"type": "integer"}}, "required": ["temperature"]}}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), StatusCode::CREATED);
-    let v: Value = r.json().await.unwrap();
-    (
-        v["id"].as_u64().unwrap(),
-        v["write_key"].as_str().unwrap().into(),
-        v["read_key"].as_str().unwrap().into(),
+    stream_as(
+        up,
+        token,
+        json!({"name": "greenhouse", "schema": {"type": "object", "properties": {
+            "temperature": {"type": "number"}, "humidity": {"type": "integer"}}, "required": ["temperature"]}}),
     )
+    .await
 }
 
 async fn post(up: &ApiProcess, id: u64, key: &str, body: Value) -> Value {
@@ -536,4 +528,59 @@ async fn the_sink_compacts_the_archive_while_it_runs_and_reads_stay_exact() {
     let read = read_all(&up, id, &read_key).await;
     let seqs: Vec<u64> = read.iter().map(|e| e["seq"].as_u64().unwrap()).collect();
     assert_eq!(seqs, (1..=600).collect::<Vec<u64>>());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn up_bounds_dead_letters_and_refuses_entries_the_log_cannot_take() {
+    let dir = tempfile::tempdir().unwrap();
+    let up = start_up(dir.path()).await;
+    let token = token(dir.path());
+    let (id, key, read_key) = stream_as(
+        &up,
+        &token,
+        json!({"name": "xs", "schema": {"type": "object", "properties": {
+            "t": {"type": "number"}, "xs": {"type": "array", "items": {"type": "string"}}}}}),
+    )
+    .await;
+    // An entry with 8,000 violations, then a valid one: readable seconds later.
+    let xs: Vec<u64> = (0..8000).map(|i| i % 10).collect();
+    post(&up, id, &key, json!({"xs": xs})).await;
+    post(&up, id, &key, json!({"t": 1})).await;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while read_all(&up, id, &read_key).await.is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "the valid entry was not readable"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let dead = rejected(&up, id, &read_key).await;
+    assert_eq!(dead.len(), 1);
+    let listed = dead[0]["violations"].as_array().unwrap().len();
+    assert!((1..=100).contains(&listed), "{listed} violations listed");
+    let message = dead[0]["message"].as_str().unwrap();
+    assert!(message.ends_with(" more"), "{message}");
+    // A request whose second entry is 1,000,001 bytes: 413, and nothing of it is stored.
+    let empty = "{\"t\":2,\"pad\":\"\"}";
+    let second = format!(
+        "{{\"t\":2,\"pad\":\"{}\"}}",
+        "x".repeat(1_000_001 - empty.len())
+    );
+    let r = Client::new()
+        .post(format!("{}/api/streams/{id}/entries", up.base))
+        .header("x-api-key", &key)
+        .header("content-type", "application/json")
+        .body(format!("[{{\"t\":1}},{second},{{\"t\":3}}]"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    let e: Value = r.json().await.unwrap();
+    assert_eq!(e["errors"][0]["pointer"], "/1", "{e}");
+    let accepted = post(&up, id, &key, json!({"t": 4})).await;
+    assert_eq!(
+        accepted["seq"],
+        json!([3]),
+        "nothing of the refused request was stored"
+    );
 }

@@ -453,3 +453,54 @@ async fn a_schema_change_takes_effect_and_the_version_is_recorded() {
     assert_eq!(header(&dead[0], "tt.stream_version"), "2");
     assert_eq!(header(&dead[0], "tt.error.kind"), "schema_violation");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_entry_with_thousands_of_violations_is_dead_lettered_and_its_partition_moves_on() {
+    let prefix = random_prefix("validator-violations");
+    let api = start_api(&prefix).await;
+    let _validator = start_part("validator", &prefix, &[]).await;
+    let (id, _, _) = stream(
+        &api,
+        json!({"name": "xs", "schema": {"type": "object", "properties": {
+            "xs": {"type": "array", "items": {"type": "string"}}}}}),
+    )
+    .await;
+    let topics = Topics::new(&prefix);
+    // 8,000 integers where strings belong: 8,000 violations from a 16 KB entry, whose full list
+    // would make megabytes of headers.
+    let xs: Vec<String> = (0..8000).map(|i| (i % 10).to_string()).collect();
+    let big = format!("{{\"xs\":[{}]}}", xs.join(","));
+    // The stream's next entry shares the partition: it passes only if the first one is done.
+    kafka()
+        .append(
+            &topics.raw,
+            vec![raw(id, &big, 0), raw(id, "{\"xs\":[\"ok\"]}", 1)],
+        )
+        .await
+        .unwrap();
+    let valid = read_topic(&topics.valid, 1, Duration::from_secs(60)).await;
+    assert_eq!(header(&valid[0], "tt.source"), "test-1");
+    let dead = read_topic(&topics.dlq, 1, Duration::from_secs(10)).await;
+    let d = &dead[0];
+    assert_eq!(header(d, "tt.source"), "test-0");
+    assert_eq!(
+        d.value.as_deref(),
+        Some(big.as_bytes()),
+        "the original bytes"
+    );
+    assert_eq!(header(d, "tt.error.kind"), "schema_violation");
+    assert_eq!(header(d, "tt.error.violations_total"), "8000");
+    let details: Vec<Value> = serde_json::from_str(&header(d, "tt.error.details")).unwrap();
+    assert!(
+        !details.is_empty() && details.len() <= 100,
+        "{} violations listed",
+        details.len()
+    );
+    assert_eq!(details[0]["instance_path"], "/xs/0");
+    assert_eq!(details[0]["keyword"], "type");
+    let message = header(d, "__connect.errors.exception.message");
+    assert!(message.starts_with("/xs/0: "), "{message}");
+    assert!(message.ends_with(" more"), "{message}");
+    let headers: usize = d.headers.iter().map(|(k, v)| k.len() + v.len()).sum();
+    assert!(headers < 32 * 1024, "{headers} bytes of headers");
+}

@@ -214,6 +214,7 @@ impl Handler for Validator {
         let size = batch.len();
         let (valid, dlq) = (self.rt.topics.valid.clone(), self.rt.topics.dlq.clone());
         let schemas = self.schemas.clone();
+        let max_bytes = self.rt.limits.max_record_bytes();
         // Validation is CPU work: off the async threads.
         let (records, outcomes) = tokio::task::spawn_blocking(move || {
             let mut outcomes: HashMap<&'static str, u64> = HashMap::new();
@@ -221,13 +222,17 @@ impl Handler for Validator {
                 .into_iter()
                 .map(|c| {
                     let stream = stream_id(&c).and_then(|id| streams.get(&id).cloned().flatten());
-                    let verdict = judge(&c, stream.as_deref(), &schemas);
+                    let verdict = judge(&c, stream.as_deref(), &schemas).within(
+                        &c,
+                        stream.as_ref().map(|s| s.version),
+                        max_bytes,
+                    );
                     let outcome = match &verdict {
                         Verdict::Valid(_) => "valid",
                         Verdict::Dead { kind, .. } => kind.as_str(),
                     };
                     *outcomes.entry(outcome).or_default() += 1;
-                    output(c, verdict, &valid, &dlq)
+                    output(c, verdict, &valid, &dlq, max_bytes)
                 })
                 .collect();
             (records, outcomes)
