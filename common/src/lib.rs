@@ -19,7 +19,7 @@ pub mod limits;
 pub mod log;
 pub mod problem;
 pub mod registry;
-pub mod runtime;
+pub mod part;
 pub mod stream;
 pub mod telemetry;
 pub mod thingspeak;

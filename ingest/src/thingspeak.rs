@@ -26,7 +26,7 @@ use warp::reply::Response;
 use warp::{Filter, Reply};
 
 use crate::native::decode;
-use crate::publish::Refused;
+use crate::append::Refused;
 use crate::Ingest;
 
 /// Request parameters merged from the query string and the body (form or JSON).
@@ -248,7 +248,7 @@ async fn update(
     };
     let u = Update::from_params(&p);
     match ingest
-        .publish_timed(
+        .append(
             &stream,
             vec![u.entry(&stream)],
             &[u.header_time(&stream)],
@@ -457,7 +457,7 @@ async fn bulk_update(
         })
         .collect();
     match ingest
-        .publish_timed(&stream, entries, &header_times, "thingspeak")
+        .append(&stream, entries, &header_times, "thingspeak")
         .await
     {
         Ok(_) => warp::reply::with_status(
