@@ -5,6 +5,8 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use crate::thingspeak::MAX_FIELDS;
+
 /// A stream's id. Numeric, so that ThingSpeak clients can use it as a channel id.
 pub type StreamId = u64;
 
@@ -61,7 +63,7 @@ impl StreamRecord {
                 .schema
                 .get("properties")
                 .and_then(Value::as_object)
-                .map(|p| p.keys().take(8).cloned().collect())
+                .map(|p| p.keys().take(MAX_FIELDS).cloned().collect())
                 .unwrap_or_default(),
         }
     }
