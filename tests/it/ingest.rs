@@ -10,8 +10,9 @@ use serde_json::{json, Value};
 use std::time::Duration;
 
 use thingtotal_common::topics::Topics;
+use thingtotal_testkit::{pipeline, start_part, stream, Pipeline};
 
-use crate::harness::{metric, pipeline, raw_entries, read_topic, start_part, stream, Pipeline};
+use crate::harness::{metric, raw_entries, read_topic};
 
 fn gzip(bytes: &[u8]) -> Vec<u8> {
     let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());

@@ -383,8 +383,8 @@ macro_rules! conformance {
             $(
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn $name() {
-                    let prefix = crate::harness::random_prefix(stringify!($name));
-                    super::$name(crate::harness::kafka(), &prefix).await;
+                    let prefix = thingtotal_testkit::random_prefix(stringify!($name));
+                    super::$name(thingtotal_testkit::kafka(), &prefix).await;
                 }
             )*
         }

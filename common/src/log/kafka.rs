@@ -86,9 +86,7 @@ impl KafkaLog {
     /// lazily by librdkafka; [`KafkaLog::check`] tells whether the brokers answer.
     pub fn connect(options: KafkaOptions) -> Result<Self> {
         let mut p = options.client_config();
-        let producer: FutureProducer =
-            producer_config(options.client_config(), &[("message.timeout.ms", "30000")])
-                .create()?;
+        let producer: FutureProducer = producer_config(options.client_config()).create()?;
         let admin: AdminClient<DefaultClientContext> = p.create()?;
         p.set(
             "group.id",
@@ -353,10 +351,7 @@ impl KafkaLog {
     async fn transactional_producer(&self, options: &GroupOptions) -> Result<FutureProducer> {
         // A crashed member's open transaction holds back read_committed readers until it
         // times out or a member with the same transactional.id fences it.
-        let mut cfg = producer_config(
-            self.inner.options.client_config(),
-            &[("transaction.timeout.ms", "10000")],
-        );
+        let mut cfg = transactional_producer_config(self.inner.options.client_config());
         cfg.set(
             "transactional.id",
             format!("{}-{}", options.group, options.instance_id),
@@ -391,9 +386,24 @@ fn with_defaults(mut c: ClientConfig, defaults: &[(&str, &str)]) -> ClientConfig
     c
 }
 
+/// The configuration of the producer that serves a process's appends: `user` (the connection
+/// and the user's options) over the defaults, then the settings the delivery contract relies on
+/// over both. The benchmarks' baselines produce with it too, so that they write as the product
+/// does.
+pub fn producer_config(user: ClientConfig) -> ClientConfig {
+    tuned_producer_config(user, &[("message.timeout.ms", "30000")])
+}
+
+/// The configuration of a transactional group consumer's producer, as
+/// [`producer_config`] but for the transaction timeout, and without its `transactional.id`.
+pub fn transactional_producer_config(user: ClientConfig) -> ClientConfig {
+    // librdkafka keeps the message timeout within the transaction timeout when none is set.
+    tuned_producer_config(user, &[("transaction.timeout.ms", "10000")])
+}
+
 /// A producer's configuration: the user's options over the defaults, then the required
 /// settings over both, with a warning for each option of the user's that is overridden.
-fn producer_config(user: ClientConfig, defaults: &[(&str, &str)]) -> ClientConfig {
+fn tuned_producer_config(user: ClientConfig, defaults: &[(&str, &str)]) -> ClientConfig {
     let mut c = with_defaults(user, &[PRODUCER_DEFAULTS, defaults].concat());
     for (k, v) in PRODUCER_REQUIRED {
         if let Some(set) = c.get(k).filter(|set| set != v) {
@@ -743,7 +753,7 @@ mod tests {
         user.set("acks", "1")
             .set("enable.idempotence", "false")
             .set("linger.ms", "50");
-        let c = producer_config(user, &[("message.timeout.ms", "30000")]);
+        let c = producer_config(user);
         assert_eq!(c.get("acks"), Some("all"));
         assert_eq!(c.get("enable.idempotence"), Some("true"));
         assert_eq!(c.get("partitioner"), Some("murmur2_random"));

@@ -21,7 +21,9 @@ mod record;
 use std::time::Duration;
 
 pub use embedded::{EmbeddedGroup, EmbeddedLog, EmbeddedOptions, EmbeddedReader};
-pub use kafka::{KafkaGroup, KafkaLog, KafkaOptions, KafkaReader};
+pub use kafka::{
+    producer_config, transactional_producer_config, KafkaGroup, KafkaLog, KafkaOptions, KafkaReader,
+};
 pub use record::{positions_after, Consumed, Position, Record, TopicPartitionOffset, TopicSpec};
 
 use crate::Result;
