@@ -1,4 +1,4 @@
-//! Authenticating a write and publishing its entries to `entries.raw`: shared by the native
+//! Authenticating a write and appending its entries to `entries.raw`: shared by the native
 //! endpoint and the ThingSpeak-compatible ones, which differ only in how they answer.
 
 use std::sync::Arc;
@@ -14,7 +14,7 @@ use uuid::Uuid;
 
 use crate::{telemetry, Ingest};
 
-/// Why a write was refused before anything was published.
+/// Why a write was refused before anything was appended.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Refused {
     /// No write key was sent.
@@ -29,7 +29,7 @@ pub(crate) enum Refused {
 
 /// What the log acknowledged for one request.
 #[derive(Debug, Clone)]
-pub(crate) struct Accepted {
+pub(crate) struct Appended {
     /// Each entry's id, in request order.
     pub(crate) entry_ids: Vec<Uuid>,
     /// Each entry's offset in `entries.raw` plus one, in request order.
@@ -47,7 +47,7 @@ impl Ingest {
     ) -> Result<Arc<StreamRecord>, Refused> {
         let key = key.ok_or(Refused::NoKey)?;
         let stream = self
-            .rt
+            .part
             .registry
             .lookup(id, self.limits.lookup_timeout)
             .await
@@ -64,40 +64,30 @@ impl Ingest {
     /// created a moment ago may not be in the registry yet, so it waits for it to catch up.
     pub(crate) async fn stream_for_key(&self, key: &str) -> Result<Arc<StreamRecord>, Refused> {
         let hash = keys::hash(key);
-        if let Some(s) = self.rt.registry.by_write_key_hash(&hash) {
+        if let Some(s) = self.part.registry.by_write_key_hash(&hash) {
             return Ok(s);
         }
-        self.rt
+        self.part
             .registry
             .caught_up(self.limits.lookup_timeout)
             .await
             .map_err(|e| Refused::Unavailable(e.to_string()))?;
-        self.rt
+        self.part
             .registry
             .by_write_key_hash(&hash)
             .ok_or(Refused::WrongKey)
     }
 
     /// Appends `entries` to `entries.raw` and waits, at most the configured deadline, until the
-    /// log acknowledged every one of them.
-    pub(crate) async fn publish(
+    /// log acknowledged every one of them. `device_times[i]`, if there is one, goes into entry
+    /// `i`'s `tt.created_at` header.
+    pub(crate) async fn append(
         &self,
         stream: &StreamRecord,
         entries: Vec<Bytes>,
+        device_times: &[Option<DateTime<Utc>>],
         source: &'static str,
-    ) -> Result<Accepted, Refused> {
-        self.publish_timed(stream, entries, &[], source).await
-    }
-
-    /// [`Ingest::publish`] for entries that may carry a device time outside their data:
-    /// `created_at[i]`, if there is one, goes into entry `i`'s `tt.created_at` header.
-    pub(crate) async fn publish_timed(
-        &self,
-        stream: &StreamRecord,
-        entries: Vec<Bytes>,
-        created_at: &[Option<DateTime<Utc>>],
-        source: &'static str,
-    ) -> Result<Accepted, Refused> {
+    ) -> Result<Appended, Refused> {
         let received_at = Utc::now();
         let key = stream.key();
         let source_name = source;
@@ -119,7 +109,7 @@ impl Ingest {
                     ),
                     (envelope::SOURCE.to_owned(), source.clone()),
                 ];
-                if let Some(Some(t)) = created_at.get(i) {
+                if let Some(Some(t)) = device_times.get(i) {
                     headers.push((
                         envelope::CREATED_AT.to_owned(),
                         Bytes::from(format_time(*t)),
@@ -137,7 +127,7 @@ impl Ingest {
         let started = Instant::now();
         let appended = tokio::time::timeout(
             self.limits.ack_timeout,
-            self.rt.log.append(&self.rt.topics.raw, records),
+            self.part.log.append(&self.part.topics.raw, records),
         )
         .await;
         telemetry::append_answered(started.elapsed());
@@ -152,7 +142,7 @@ impl Ingest {
             }
         };
         telemetry::entries_accepted(source_name, n);
-        Ok(Accepted {
+        Ok(Appended {
             entry_ids,
             seq: positions.iter().map(|p| p.offset as u64 + 1).collect(),
             received_at,
