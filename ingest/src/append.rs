@@ -125,21 +125,21 @@ impl Ingest {
             .collect();
         let n = records.len();
         let started = Instant::now();
-        let appended = tokio::time::timeout(
-            self.limits.ack_timeout,
-            self.part.log.append(&self.part.topics.raw, records),
-        )
-        .await;
+        let appended = self
+            .part
+            .log
+            .append_within(&self.part.topics.raw, records, self.limits.ack_timeout)
+            .await;
         telemetry::append_answered(started.elapsed());
         let positions = match appended {
-            Ok(Ok(p)) => p,
-            Ok(Err(e)) => return Err(Refused::Unavailable(e.to_string())),
-            Err(_) => {
+            Ok(p) => p,
+            Err(thingtotal_common::Error::Timeout { .. }) => {
                 return Err(Refused::Unavailable(format!(
                     "the log did not acknowledge within {:?}",
                     self.limits.ack_timeout
                 )))
             }
+            Err(e) => return Err(Refused::Unavailable(e.to_string())),
         };
         telemetry::entries_accepted(source_name, n);
         Ok(Appended {

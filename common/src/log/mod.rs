@@ -104,6 +104,29 @@ impl Log {
         }
     }
 
+    /// [`Log::append`], waiting at most `deadline`; [`Error::Timeout`](crate::Error::Timeout)
+    /// after it. On the embedded log, a timed-out append is never stored: it is withdrawn
+    /// unless the writer has already taken it into a transaction, and then this waits for that
+    /// transaction. On Kafka, records of a timed-out append may still be stored afterwards (the
+    /// producer cannot take back what it has sent), so a client that retries can store an entry
+    /// twice. [`Error::Busy`](crate::Error::Busy) when the embedded log's write queue is full.
+    pub async fn append_within(
+        &self,
+        topic: &str,
+        records: Vec<Record>,
+        deadline: Duration,
+    ) -> Result<Vec<Position>> {
+        match self {
+            Log::Kafka(l) => tokio::time::timeout(deadline, l.append(topic, records))
+                .await
+                .map_err(|_| crate::Error::Timeout {
+                    what: "Kafka acknowledging an append",
+                    after: deadline,
+                })?,
+            Log::Embedded(l) => l.append_within(topic, records, deadline).await,
+        }
+    }
+
     /// The end offset (the offset the next record will get) of every partition of `topic`,
     /// indexed by partition.
     pub async fn end_offsets(&self, topic: &str) -> Result<Vec<i64>> {
