@@ -12,6 +12,7 @@ use serde_json::Value;
 use thingtotal_common::keys;
 use thingtotal_common::log::Record;
 use thingtotal_common::stream::{StreamId, StreamRecord};
+use thingtotal_common::thingspeak::MAX_FIELDS;
 use utoipa::{IntoParams, ToSchema};
 use warp::http::StatusCode;
 use warp::reply::Response;
@@ -25,8 +26,6 @@ use crate::Api;
 
 /// How long a handler waits for its registry to apply its own write.
 const APPLY_TIMEOUT: Duration = Duration::from_secs(10);
-/// The most fields ThingSpeak's field1..field8 can map onto.
-const MAX_FIELDS: usize = 8;
 
 /// What a client sends to create or replace a stream.
 #[derive(Debug, Clone, Deserialize, ToSchema)]
@@ -295,7 +294,11 @@ async fn write(api: &Api, id: StreamId, record: Option<&StreamRecord>) -> Result
             ..Record::default()
         },
     };
-    let pos = api.part.log.append(&api.part.topics.streams, vec![r]).await?;
+    let pos = api
+        .part
+        .log
+        .append(&api.part.topics.streams, vec![r])
+        .await?;
     api.part
         .registry
         .applied_through(pos[0].offset, APPLY_TIMEOUT)

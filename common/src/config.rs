@@ -72,7 +72,7 @@ impl LogPortArgs {
     pub fn kafka(&self) -> Option<KafkaOptions> {
         self.kafka_brokers.as_ref().map(|b| KafkaOptions {
             options: self.kafka_options.clone(),
-            max_message_bytes: self.limits().max_record_bytes(),
+            limits: self.limits(),
             ..KafkaOptions::new(b)
         })
     }

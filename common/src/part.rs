@@ -15,7 +15,8 @@ use crate::Result;
 /// How long a part waits at start-up for the registry to read the streams topic.
 const REGISTRY_START: Duration = Duration::from_secs(30);
 
-/// A part's shared handles. Cheap to clone.
+/// A started part: the log, its topic names and the live stream registry, shared by everything
+/// the part runs. Cheap to clone.
 #[derive(Debug, Clone)]
 pub struct Part {
     /// The log port.

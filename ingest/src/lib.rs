@@ -13,9 +13,9 @@
 //! after the `503`, and a retry stores them again, with new entry ids. What it never sees is a
 //! `202` for an entry that was not stored.
 
+mod append;
 mod native;
 pub mod openapi;
-mod append;
 mod split;
 mod telemetry;
 mod thingspeak;
@@ -26,8 +26,8 @@ use std::time::Duration;
 use clap::Args;
 use thingtotal_common::config::LogPortArgs;
 use thingtotal_common::log::Log;
-use thingtotal_common::problem::{self, respond};
 use thingtotal_common::part::Part;
+use thingtotal_common::problem::{self, respond};
 use thingtotal_common::{http, CancellationToken};
 use warp::filters::BoxedFilter;
 use warp::reply::Response;

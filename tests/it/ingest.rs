@@ -10,8 +10,9 @@ use serde_json::{json, Value};
 use std::time::Duration;
 
 use thingtotal_common::topics::Topics;
+use thingtotal_testkit::{pipeline, start_part, stream, Pipeline};
 
-use crate::harness::{metric, pipeline, raw_entries, read_topic, start_part, stream, Pipeline};
+use crate::harness::{metric, raw_entries, read_topic};
 
 fn gzip(bytes: &[u8]) -> Vec<u8> {
     let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
@@ -501,8 +502,26 @@ async fn thingspeak_writes_become_typed_entries_with_thingspeak_answers() {
     let e: Value = r.json().await.unwrap();
     assert_eq!(e["status"], "413");
     assert_eq!(e["error"]["error_code"], "error_request_too_large");
+    // A delta_t that no time can be that far from is a 400, not a panic, and stores nothing.
+    let r = c
+        .post(format!("{}/channels/{id}/bulk_update.json", p.ingest.base))
+        .json(&json!({"write_api_key": key, "updates": [{"delta_t": 0, "field1": 1}, {"delta_t": 1e13, "field1": 2}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    let e: Value = r.json().await.unwrap();
+    assert_eq!(e["error"]["error_code"], "error_bad_request");
+    assert!(
+        e["error"]["details"]
+            .as_str()
+            .unwrap()
+            .contains("update 1: delta_t"),
+        "{e}"
+    );
     // The entries on entries.raw, typed by the schema.
     let raw = raw_entries(&p.prefix, 5).await;
+    assert_eq!(raw.len(), 5, "nothing of a refused request is stored");
     let data: Vec<Value> = raw
         .iter()
         .map(|c| serde_json::from_slice(c.value.as_deref().unwrap()).unwrap())

@@ -384,8 +384,8 @@ macro_rules! conformance {
             $(
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn $name() {
-                    let prefix = crate::harness::random_prefix(stringify!($name));
-                    super::$name(crate::harness::kafka(), &prefix).await;
+                    let prefix = thingtotal_testkit::random_prefix(stringify!($name));
+                    super::$name(thingtotal_testkit::kafka(), &prefix).await;
                 }
             )*
         }
@@ -419,12 +419,12 @@ async fn kafka_takes_records_as_large_as_the_size_limits_allow() {
     let limits = SizeLimits::new(2 * 1024 * 1024);
     let log = Log::Kafka(
         KafkaLog::connect(KafkaOptions {
-            max_message_bytes: limits.max_record_bytes(),
-            ..KafkaOptions::new(crate::harness::services().kafka_brokers.clone())
+            limits,
+            ..KafkaOptions::new(thingtotal_testkit::services().kafka_brokers.clone())
         })
         .unwrap(),
     );
-    let topic = format!("{}.t", crate::harness::random_prefix("sizes"));
+    let topic = format!("{}.t", thingtotal_testkit::random_prefix("sizes"));
     log.ensure_topics(&[TopicSpec {
         max_message_bytes: Some(limits.max_topic_message_bytes()),
         ..spec(&topic, 1)

@@ -94,8 +94,8 @@ async fn round_trip(log: Log, prefix: &str) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn registry_round_trip_on_kafka() {
     round_trip(
-        crate::harness::kafka(),
-        &crate::harness::random_prefix("registry"),
+        thingtotal_testkit::kafka(),
+        &thingtotal_testkit::random_prefix("registry"),
     )
     .await;
 }

@@ -2,58 +2,38 @@
 //! runs it.
 
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use reqwest::{Client, StatusCode};
 use serde_json::{json, Value};
-
-use crate::harness::{free_port, parquet_files, stream_as, walk, ApiProcess};
+use thingtotal_testkit::{create_stream, free_port, parquet_files, thingtotal_bin, walk, Process};
 
 /// Starts `thingtotal up` on `data_dir`, with no Kafka and no InfluxDB.
-async fn start_up(data_dir: &Path) -> ApiProcess {
+async fn start_up(data_dir: &Path) -> Process {
     start_up_with(data_dir, &[]).await
 }
 
 /// Starts `thingtotal up` on `data_dir` with extra arguments.
-async fn start_up_with(data_dir: &Path, args: &[&str]) -> ApiProcess {
-    let port = free_port();
-    let child = Command::new(env!("CARGO_BIN_EXE_thingtotal"))
-        .args(["up", "--data-dir"])
+async fn start_up_with(data_dir: &Path, args: &[&str]) -> Process {
+    let port = free_port().unwrap();
+    let mut cmd = Command::new(thingtotal_bin().unwrap());
+    cmd.args(["up", "--data-dir"])
         .arg(data_dir)
         .args(["--http-addr", &format!("127.0.0.1:{port}")])
         .args(args)
         .env_clear()
         .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("start thingtotal up");
-    let up = ApiProcess {
-        child,
-        base: format!("http://127.0.0.1:{port}"),
-    };
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while Client::new()
-        .get(format!("{}/health", up.base))
-        .send()
+        .env("RUST_LOG", "warn");
+    Process::spawn("up", cmd, port, None)
+        .expect("start thingtotal up")
+        .healthy()
         .await
-        .map(|r| r.status())
-        .ok()
-        != Some(StatusCode::OK)
-    {
-        assert!(
-            Instant::now() < deadline,
-            "thingtotal up did not become healthy"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    up
+        .unwrap_or_else(|e| panic!("thingtotal up did not become healthy: {e:#}"))
 }
 
 /// Sends SIGINT and waits for the process to exit by itself.
-fn interrupt(up: &mut ApiProcess) {
+fn interrupt(up: &mut Process) {
     let status = Command::new("kill")
         .args(["-INT", &up.child.id().to_string()])
         .status()
@@ -78,17 +58,14 @@ fn archive_rows(dir: &Path, sql: &str) -> Value {
     crate::harness::duckdb(dir, sql)
 }
 
-async fn create(up: &ApiProcess, token: &str) -> (u64, String, String) {
-    stream_as(
-        up,
-        token,
-        json!({"name": "greenhouse", "schema": {"type": "object", "properties": {
-            "temperature": {"type": "number"}, "humidity": {"type": "integer"}}, "required": ["temperature"]}}),
-    )
-    .await
+async fn create(up: &Process, token: &str) -> (u64, String, String) {
+    let definition = json!({"name": "greenhouse", "schema": {"type": "object", "properties": {
+        "temperature": {"type": "number"}, "humidity": {"type": "integer"}}, "required": ["temperature"]}});
+    let s = create_stream(&up.base, token, &definition).await.unwrap();
+    (s.id, s.write_key, s.read_key)
 }
 
-async fn post(up: &ApiProcess, id: u64, key: &str, body: Value) -> Value {
+async fn post(up: &Process, id: u64, key: &str, body: Value) -> Value {
     let r = Client::new()
         .post(format!("{}/api/streams/{id}/entries", up.base))
         .header("x-api-key", key)
@@ -101,7 +78,7 @@ async fn post(up: &ApiProcess, id: u64, key: &str, body: Value) -> Value {
 }
 
 /// Every entry of the stream through the API, page by page.
-async fn read_all(up: &ApiProcess, id: u64, read_key: &str) -> Vec<Value> {
+async fn read_all(up: &Process, id: u64, read_key: &str) -> Vec<Value> {
     let mut out = Vec::new();
     let mut cursor = String::new();
     loop {
@@ -125,7 +102,7 @@ async fn read_all(up: &ApiProcess, id: u64, read_key: &str) -> Vec<Value> {
 }
 
 /// The stream's rejected entries through the API.
-async fn rejected(up: &ApiProcess, id: u64, read_key: &str) -> Vec<Value> {
+async fn rejected(up: &Process, id: u64, read_key: &str) -> Vec<Value> {
     let r = Client::new()
         .get(format!("{}/api/streams/{id}/rejected", up.base))
         .header("x-api-key", read_key)
@@ -343,12 +320,12 @@ async fn a_restart_keeps_streams_keys_and_every_entry_exactly_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_same_walkthrough_runs_on_real_kafka_and_influxdb() {
-    let prefix = crate::harness::random_prefix("up-kafka");
-    let (db, bucket) = crate::harness::influx_database("up").await;
+    let prefix = thingtotal_testkit::random_prefix("up-kafka");
+    let (db, bucket) = thingtotal_testkit::influx_database("up").await;
     let archive = tempfile::tempdir().unwrap();
     let root = archive.path().to_string_lossy().into_owned();
-    let url = crate::harness::services().influx_url.clone();
-    let up = crate::harness::start_part(
+    let url = thingtotal_testkit::services().influx_url.clone();
+    let up = thingtotal_testkit::start_part(
         "up",
         &prefix,
         &[
@@ -359,7 +336,7 @@ async fn the_same_walkthrough_runs_on_real_kafka_and_influxdb() {
         ],
     )
     .await;
-    let (id, key, read_key) = create(&up, crate::harness::ADMIN).await;
+    let (id, key, read_key) = create(&up, thingtotal_testkit::ADMIN_TOKEN).await;
     post(
         &up,
         id,
@@ -378,7 +355,7 @@ async fn the_same_walkthrough_runs_on_real_kafka_and_influxdb() {
     assert_eq!(r.text().await.unwrap(), "3");
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        let points = crate::harness::count(&db, &id.to_string()).await;
+        let points = thingtotal_testkit::count(&db, &id.to_string()).await;
         let rows = archive_rows(archive.path(), "select count(*) from archive");
         if points == 2 && rows == json!([["2"]]) {
             break;
@@ -386,7 +363,7 @@ async fn the_same_walkthrough_runs_on_real_kafka_and_influxdb() {
         assert!(Instant::now() < deadline, "{points} points, {rows} rows");
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
-    let v = crate::harness::influxql(
+    let v = thingtotal_testkit::influxql(
         &db,
         &format!("SELECT temperature, humidity FROM \"{id}\" ORDER BY time"),
     )
@@ -398,7 +375,7 @@ async fn the_same_walkthrough_runs_on_real_kafka_and_influxdb() {
     assert_eq!(v["results"][0]["series"][0]["values"][1][2], json!(41));
     // The invalid entry is on the dead-letter topic.
     let dlq = thingtotal_common::topics::Topics::new(&prefix).dlq;
-    let log = crate::harness::kafka();
+    let log = thingtotal_testkit::kafka();
     let mut dead = Vec::new();
     for p in 0..log.end_offsets(&dlq).await.unwrap().len() {
         let mut r = log.reader(&dlq, p as i32, 0).await.unwrap();
@@ -535,13 +512,10 @@ async fn up_bounds_dead_letters_and_refuses_entries_the_log_cannot_take() {
     let dir = tempfile::tempdir().unwrap();
     let up = start_up(dir.path()).await;
     let token = token(dir.path());
-    let (id, key, read_key) = stream_as(
-        &up,
-        &token,
-        json!({"name": "xs", "schema": {"type": "object", "properties": {
-            "t": {"type": "number"}, "xs": {"type": "array", "items": {"type": "string"}}}}}),
-    )
-    .await;
+    let definition = json!({"name": "xs", "schema": {"type": "object", "properties": {
+        "t": {"type": "number"}, "xs": {"type": "array", "items": {"type": "string"}}}}});
+    let s = create_stream(&up.base, &token, &definition).await.unwrap();
+    let (id, key, read_key) = (s.id, s.write_key, s.read_key);
     // An entry with 8,000 violations, then a valid one: readable seconds later.
     let xs: Vec<u64> = (0..8000).map(|i| i % 10).collect();
     post(&up, id, &key, json!({"xs": xs})).await;

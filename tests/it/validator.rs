@@ -9,10 +9,9 @@ use reqwest::Client;
 use serde_json::{json, Value};
 use thingtotal_common::log::{Consumed, Record};
 use thingtotal_common::topics::Topics;
+use thingtotal_testkit::{kafka, random_prefix, start_api, start_part, stream, ADMIN_TOKEN};
 
-use crate::harness::{
-    kafka, metric, random_prefix, read_topic, start_api, start_part, stream, ADMIN,
-};
+use crate::harness::{metric, read_topic};
 
 /// A raw entry as ingest would publish it.
 fn raw(stream: u64, value: &str, n: usize) -> Record {
@@ -50,7 +49,7 @@ async fn mixed_input_lands_in_exactly_one_place_with_reasons() {
     let (gone, _, _) = stream(&api, schema()).await;
     let r = Client::new()
         .delete(format!("{}/api/streams/{gone}", api.base))
-        .bearer_auth(ADMIN)
+        .bearer_auth(ADMIN_TOKEN)
         .send()
         .await
         .unwrap();
@@ -420,7 +419,7 @@ async fn a_schema_change_takes_effect_and_the_version_is_recorded() {
     // Version 2 caps t at 50.
     let r = Client::new()
         .put(format!("{}/api/streams/{id}", api.base))
-        .bearer_auth(ADMIN)
+        .bearer_auth(ADMIN_TOKEN)
         .json(&json!({"name": "s", "schema": {"type": "object", "properties": {"t": {"type": "number", "maximum": 50}}}}))
         .send()
         .await

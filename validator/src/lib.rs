@@ -29,8 +29,8 @@ use thingtotal_common::consumer::{self, Commit, Drain, Handled, Handler};
 use thingtotal_common::log::{
     positions_after, Consumed, GroupConsumer, GroupOptions, Log, TopicPartitionOffset,
 };
-use thingtotal_common::problem;
 use thingtotal_common::part::Part;
+use thingtotal_common::problem;
 use thingtotal_common::stream::{StreamId, StreamRecord};
 use thingtotal_common::topics::Topics;
 use thingtotal_common::{http, CancellationToken};
@@ -206,7 +206,12 @@ impl Handler for Validator {
         for c in &batch {
             if let Some(id) = stream_id(c) {
                 if let std::collections::hash_map::Entry::Vacant(v) = streams.entry(id) {
-                    v.insert(self.part.registry.lookup(id, Duration::from_secs(5)).await?);
+                    v.insert(
+                        self.part
+                            .registry
+                            .lookup(id, Duration::from_secs(5))
+                            .await?,
+                    );
                 }
             }
         }

@@ -1,0 +1,113 @@
+//! Time zones: the one times are shown in, and `start` and `end` are read in.
+
+use chrono::{DateTime, FixedOffset, NaiveDate, NaiveDateTime, Offset, TimeZone, Utc};
+use chrono_tz::Tz;
+
+use super::error::TsError;
+use crate::read::params;
+
+/// The zone times are shown in, and `start` and `end` are read in.
+#[derive(Debug, Clone, Copy)]
+pub(super) enum Zone {
+    /// An IANA zone (`timezone`), or UTC.
+    Named(Tz),
+    /// A fixed offset from UTC (`offset`).
+    Fixed(FixedOffset),
+}
+
+impl Zone {
+    /// The offset from UTC at `t`.
+    fn offset_at(&self, t: DateTime<Utc>) -> FixedOffset {
+        match self {
+            Zone::Named(tz) => tz.offset_from_utc_datetime(&t.naive_utc()).fix(),
+            Zone::Fixed(o) => *o,
+        }
+    }
+
+    /// The time that `naive` is in this zone (the earlier, where it is ambiguous).
+    fn local(&self, naive: NaiveDateTime) -> Option<DateTime<Utc>> {
+        match self {
+            Zone::Named(tz) => tz
+                .from_local_datetime(&naive)
+                .earliest()
+                .map(|t| t.to_utc()),
+            Zone::Fixed(o) => o.from_local_datetime(&naive).earliest().map(|t| t.to_utc()),
+        }
+    }
+
+    /// `2026-01-02T03:04:05Z`, or `…-05:00` away from UTC.
+    pub(super) fn iso(&self, us: i64) -> String {
+        let Some(t) = DateTime::from_timestamp_micros(us) else {
+            return String::new();
+        };
+        let o = self.offset_at(t);
+        if o.local_minus_utc() == 0 {
+            t.format("%Y-%m-%dT%H:%M:%SZ").to_string()
+        } else {
+            t.with_timezone(&o)
+                .format("%Y-%m-%dT%H:%M:%S%:z")
+                .to_string()
+        }
+    }
+
+    /// `2026-01-02 03:04:05 UTC`, or `… -0500` away from UTC, as ThingSpeak's CSV has it.
+    pub(super) fn csv(&self, us: i64) -> String {
+        let Some(t) = DateTime::from_timestamp_micros(us) else {
+            return String::new();
+        };
+        let o = self.offset_at(t);
+        if o.local_minus_utc() == 0 {
+            t.format("%Y-%m-%d %H:%M:%S UTC").to_string()
+        } else {
+            t.with_timezone(&o)
+                .format("%Y-%m-%d %H:%M:%S %z")
+                .to_string()
+        }
+    }
+
+    /// `start`/`end`: `YYYY-MM-DD HH:NN:SS` in this zone (or a date, or with its own offset).
+    pub(super) fn parse(&self, name: &str, s: &str) -> Result<i64, TsError> {
+        let bad = || {
+            TsError::bad(format!(
+                "{name}={s:?} is not a date: use YYYY-MM-DD HH:NN:SS"
+            ))
+        };
+        let naive = ["%Y-%m-%d %H:%M:%S", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%d %H:%M"]
+            .iter()
+            .find_map(|f| NaiveDateTime::parse_from_str(s.trim(), f).ok())
+            .or_else(|| {
+                NaiveDate::parse_from_str(s.trim(), "%Y-%m-%d")
+                    .ok()
+                    .and_then(|d| d.and_hms_opt(0, 0, 0))
+            });
+        let t = match naive {
+            Some(n) => self.local(n),
+            None if s.len() > 10 => thingtotal_common::time::parse_device_time(s),
+            None => None,
+        }
+        .ok_or_else(bad)?;
+        // Checked against the same bounds as the native API's times.
+        params::time(name, &t.to_rfc3339(), Utc::now()).map_err(|_| bad())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn times_as_thingspeak_writes_them() {
+        let us = 1_767_323_045_678_000; // 2026-01-02T03:04:05.678Z
+        let utc = Zone::Named(Tz::UTC);
+        assert_eq!(utc.iso(us), "2026-01-02T03:04:05Z");
+        assert_eq!(utc.csv(us), "2026-01-02 03:04:05 UTC");
+        let ny = Zone::Named("America/New_York".parse().unwrap());
+        assert_eq!(ny.iso(us), "2026-01-01T22:04:05-05:00");
+        assert_eq!(ny.csv(us), "2026-01-01 22:04:05 -0500");
+        assert_eq!(
+            ny.parse("start", "2026-01-01 22:04:05").unwrap(),
+            1_767_323_045_000_000
+        );
+        assert!(utc.parse("start", "2026-01-01'; DROP").is_err());
+    }
+}

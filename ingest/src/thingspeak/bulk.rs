@@ -1,0 +1,246 @@
+//! `POST /channels/{id}/bulk_update.json`: many entries, each at its `created_at` or
+//! `delta_t`.
+
+use bytes::Bytes;
+use chrono::{DateTime, Duration, Utc};
+use serde_json::{json, Map, Value};
+use thingtotal_common::stream::StreamId;
+use thingtotal_common::thingspeak::ErrorCode;
+use thingtotal_common::time::parse_device_time;
+use warp::http::{HeaderMap, StatusCode};
+use warp::reply::Response;
+use warp::Reply;
+
+use super::entry::Update;
+use super::params::{write_key, WriteParams};
+use super::{decoded, ts_error};
+use crate::append::Refused;
+use crate::Ingest;
+
+/// ThingSpeak's `error_bad_request`.
+fn bad_request(details: &str) -> Response {
+    ts_error(ErrorCode::BAD_REQUEST, details)
+}
+
+/// The times of a bulk update's entries. An entry with `created_at` is at that time; one with
+/// `delta_t` is that many seconds after the entry before it. Entries before the first
+/// `created_at` count back from it, and if no entry has one, the last entry is at `now`.
+/// `Err(i)` if update `i`'s `delta_t` puts an entry outside the times that can be represented:
+/// the arithmetic is checked, since `delta_t` is whatever the client sent.
+fn bulk_times(
+    updates: &[(Option<DateTime<Utc>>, f64)],
+    now: DateTime<Utc>,
+) -> Result<Vec<DateTime<Utc>>, usize> {
+    // Saturates for huge values, which the checked additions below then refuse.
+    let secs = |d: f64| Duration::microseconds((d * 1e6) as i64);
+    let mut times: Vec<Option<DateTime<Utc>>> = Vec::with_capacity(updates.len());
+    for (i, (at, delta)) in updates.iter().enumerate() {
+        let t = match (at, i.checked_sub(1).and_then(|j| times[j])) {
+            (Some(at), _) => Some(*at),
+            (None, Some(prev)) => Some(prev.checked_add_signed(secs(*delta)).ok_or(i)?),
+            (None, None) => None,
+        };
+        times.push(t);
+    }
+    let anchor = times.iter().rposition(Option::is_some);
+    let mut next = match anchor {
+        Some(i) => times[i].expect("anchor is known"),
+        None => now,
+    };
+    let start = anchor.unwrap_or(updates.len());
+    if anchor.is_none() {
+        if let Some(last) = times.last_mut() {
+            *last = Some(now);
+        }
+    }
+    for i in (0..start.min(updates.len())).rev() {
+        match times[i] {
+            Some(t) => next = t,
+            None => {
+                let t = next
+                    .checked_sub_signed(secs(updates[i + 1].1))
+                    .ok_or(i + 1)?;
+                times[i] = Some(t);
+                next = t;
+            }
+        }
+    }
+    Ok(times.into_iter().map(|t| t.unwrap_or(now)).collect())
+}
+
+/// `POST /channels/{id}/bulk_update.json`.
+pub(super) async fn bulk_update(
+    ingest: Ingest,
+    id: StreamId,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let body = match decoded(&ingest, &headers, body).await {
+        Ok(b) => b,
+        Err(p) if p.status == 413 => return ts_error(ErrorCode::REQUEST_TOO_LARGE, &p.detail),
+        Err(p) => return bad_request(&p.detail),
+    };
+    let v: Map<String, Value> = match serde_json::from_slice(&body) {
+        Ok(v) => v,
+        Err(e) => return bad_request(&format!("the body is not a JSON object: {e}")),
+    };
+    let mut p = WriteParams::new();
+    if let Some(Value::String(k)) = v.get("write_api_key") {
+        p.insert("write_api_key".into(), k.clone());
+    }
+    let key = write_key(&headers, &p);
+    let stream = match ingest.writable(id, key.as_deref()).await {
+        Ok(s) => s,
+        Err(Refused::UnknownStream) => {
+            return ts_error(ErrorCode::RESOURCE_NOT_FOUND, "no such channel")
+        }
+        Err(Refused::Unavailable(d)) => return ts_error(ErrorCode::SERVICE_UNAVAILABLE, &d),
+        Err(_) => {
+            return ts_error(
+                ErrorCode::AUTH_REQUIRED,
+                "Please make sure that your API key is correct.",
+            )
+        }
+    };
+    let Some(Value::Array(updates)) = v.get("updates") else {
+        return bad_request("the body needs an \"updates\" array");
+    };
+    if updates.is_empty() {
+        return bad_request("\"updates\" is empty");
+    }
+    if updates.len() > ingest.limits.max_entries {
+        return ts_error(
+            ErrorCode::REQUEST_TOO_LARGE,
+            &format!("at most {} updates per request", ingest.limits.max_entries),
+        );
+    }
+    let mut parsed = Vec::with_capacity(updates.len());
+    let mut timing = Vec::with_capacity(updates.len());
+    for (i, u) in updates.iter().enumerate() {
+        let Some(o) = u.as_object() else {
+            return bad_request(&format!("update {i} is not an object"));
+        };
+        let p: WriteParams = o
+            .iter()
+            .filter(|(_, v)| !v.is_null())
+            .map(|(k, v)| {
+                (
+                    k.clone(),
+                    v.as_str().map_or_else(|| v.to_string(), str::to_owned),
+                )
+            })
+            .collect();
+        let created_at = match p.get("created_at") {
+            Some(s) => match parse_device_time(s) {
+                Some(t) => Some(t),
+                None => return bad_request(&format!("update {i}: created_at {s:?} is not a time")),
+            },
+            None => None,
+        };
+        let delta = match p.get("delta_t") {
+            Some(d) => match d.parse::<f64>() {
+                Ok(d) if d.is_finite() && d >= 0.0 => d,
+                _ => {
+                    return bad_request(&format!(
+                        "update {i}: delta_t {d:?} is not a number of seconds"
+                    ))
+                }
+            },
+            None if created_at.is_none() => {
+                return bad_request(&format!("update {i} needs created_at or delta_t"))
+            }
+            None => 0.0,
+        };
+        parsed.push(Update::from_params(&p));
+        timing.push((created_at, delta));
+    }
+    let times = match bulk_times(&timing, Utc::now()) {
+        Ok(times) => times,
+        Err(i) => {
+            return bad_request(&format!(
+                "update {i}: delta_t {} puts an entry outside the representable times",
+                timing[i].1
+            ))
+        }
+    };
+    let mut header_times = Vec::with_capacity(parsed.len());
+    let entries = parsed
+        .iter_mut()
+        .zip(times)
+        .map(|(u, t)| {
+            u.created_at = Some(t);
+            header_times.push(u.header_time(&stream));
+            u.entry(&stream)
+        })
+        .collect();
+    match ingest
+        .append(&stream, entries, &header_times, "thingspeak")
+        .await
+    {
+        Ok(_) => warp::reply::with_status(
+            warp::reply::json(&json!({"success": true})),
+            StatusCode::ACCEPTED,
+        )
+        .into_response(),
+        Err(Refused::TooLarge { index, size, limit }) => ts_error(
+            ErrorCode::REQUEST_TOO_LARGE,
+            &format!("update {index} is {size} bytes as an entry; at most {limit} bytes"),
+        ),
+        Err(e) => ts_error(ErrorCode::SERVICE_UNAVAILABLE, &format!("{e:?}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn t(s: &str) -> DateTime<Utc> {
+        parse_device_time(s).unwrap()
+    }
+
+    #[test]
+    fn bulk_times_follow_created_at_and_delta_t() {
+        let now = t("2026-01-01 12:00:00");
+        // Only delta_t: the last entry is now, the others count back.
+        assert_eq!(
+            bulk_times(&[(None, 0.0), (None, 10.0), (None, 5.0)], now),
+            Ok(vec![
+                t("2026-01-01 11:59:45"),
+                t("2026-01-01 11:59:55"),
+                now
+            ])
+        );
+        // created_at anchors what follows and what precedes it.
+        assert_eq!(
+            bulk_times(
+                &[
+                    (None, 0.0),
+                    (Some(t("2026-01-01 10:00:00")), 0.0),
+                    (None, 30.0),
+                    (Some(t("2026-01-01 11:00:00")), 0.0),
+                    (None, 1.5)
+                ],
+                now
+            ),
+            Ok(vec![
+                t("2026-01-01 10:00:00"),
+                t("2026-01-01 10:00:00"),
+                t("2026-01-01 10:00:30"),
+                t("2026-01-01 11:00:00"),
+                t("2026-01-01 11:00:01.5"),
+            ])
+        );
+    }
+
+    #[test]
+    fn a_delta_t_beyond_the_representable_times_is_refused_not_a_panic() {
+        let now = t("2026-01-01 12:00:00");
+        // Counting back from now, and forward from a created_at.
+        assert_eq!(bulk_times(&[(None, 0.0), (None, 1e13)], now), Err(1));
+        assert_eq!(
+            bulk_times(&[(Some(now), 0.0), (None, 1e13), (None, 1.0)], now),
+            Err(1)
+        );
+        assert_eq!(bulk_times(&[(None, 0.0), (None, f64::MAX)], now), Err(1));
+    }
+}
