@@ -131,14 +131,17 @@ impl KafkaLog {
     }
 
     pub(super) async fn ensure_topics(&self, specs: &[TopicSpec]) -> Result<()> {
-        let configs: Vec<Vec<(&str, &str)>> = specs
+        let configs: Vec<Vec<(&str, String)>> = specs
             .iter()
             .map(|s| {
+                let mut c = Vec::new();
                 if s.compacted {
-                    vec![("cleanup.policy", "compact")]
-                } else {
-                    vec![]
+                    c.push(("cleanup.policy", "compact".to_owned()));
                 }
+                if let Some(max) = s.max_message_bytes {
+                    c.push(("max.message.bytes", max.to_string()));
+                }
+                c
             })
             .collect();
         let new: Vec<NewTopic<'_>> = specs
@@ -151,7 +154,7 @@ impl KafkaLog {
                     TopicReplication::Fixed(s.replication),
                 );
                 for (k, v) in cfg {
-                    t = t.set(k, v);
+                    t = t.set(k, v.as_str());
                 }
                 t
             })
