@@ -23,7 +23,8 @@ use crate::{auth, Api};
 #[into_params(parameter_in = Query)]
 pub struct EntriesParams {
     /// Inclusive start: RFC 3339, a date, `now`, or relative such as `-1h`. Default: the first
-    /// entry (for windows: `limit` windows before `end`).
+    /// entry; for windows, the start of the newest `limit` windows, the last of which holds
+    /// `end`, so that the default range always answers.
     pub start: Option<String>,
     /// Exclusive end, in the same forms. Default: now.
     pub end: Option<String>,
@@ -253,7 +254,7 @@ pub(crate) async fn list(
                     ))
                 })?;
             let leaves = aggregated(&shape, agg, p.fields.as_deref())?;
-            let start = start.unwrap_or(end - window_us.saturating_mul(limit as i64));
+            let start = start.unwrap_or_else(|| newest_windows(end, window_us, limit));
             let q = AggQuery {
                 range: params::range(Some(start), end)?,
                 window_us,
@@ -277,6 +278,14 @@ pub(crate) async fn list(
         }
     };
     Ok(with_source(response, source))
+}
+
+/// The default start of windows: the newest `limit` windows, the last of them the one that
+/// holds `end`'s last microsecond, and none before the earliest time a query may name.
+fn newest_windows(end: i64, window_us: i64, limit: usize) -> i64 {
+    let last = (end - 1).div_euclid(window_us) * window_us;
+    let before = window_us.saturating_mul(i64::try_from(limit).unwrap_or(i64::MAX) - 1);
+    last.saturating_sub(before).max(params::MIN_US)
 }
 
 /// The leaves an aggregation covers: those named in `fields`, or every numeric one.
@@ -482,4 +491,44 @@ pub(crate) async fn rejected(
     )
     .await?;
     Ok(warp::reply::json(&page).into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_windows_are_the_newest_limit_ending_with_end() {
+        let (minute, day) = (60_000_000, 86_400_000_000);
+        let midnight = 1_767_225_600_000_000; // 2026-01-01T00:00:00Z
+        for end in [
+            midnight,
+            midnight + 1,
+            midnight + 12 * 3_600_000_000 + 123_456,
+        ] {
+            for (window_us, limit) in [(day, 100), (minute, 1), (7 * day, MAX_LIMIT)] {
+                let start = newest_windows(end, window_us, limit);
+                let q = AggQuery {
+                    range: params::range(Some(start), end).unwrap(),
+                    window_us,
+                    agg: Agg::Mean,
+                    leaves: Vec::new(),
+                };
+                assert_eq!(q.window_count(), limit as i64, "{end} {window_us} {limit}");
+                assert_eq!(start.rem_euclid(window_us), 0);
+                assert!(q.range.contains(end - 1));
+            }
+        }
+        // Wide windows stop at the earliest time a query may name, with fewer windows.
+        let century = params::duration("window", "5200w").unwrap();
+        let start = newest_windows(midnight, century, 10);
+        assert_eq!(start, params::MIN_US);
+        let q = AggQuery {
+            range: params::range(Some(start), midnight).unwrap(),
+            window_us: century,
+            agg: Agg::Mean,
+            leaves: Vec::new(),
+        };
+        assert!(q.window_count() <= 10);
+    }
 }
