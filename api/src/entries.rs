@@ -14,6 +14,7 @@ use warp::Reply;
 
 use crate::read::rejected;
 pub use crate::read::rejected::{Rejected, RejectedPage};
+use crate::read::shape::{cell, csv_text};
 use crate::read::{params, Agg, AggQuery, Backend, EntriesQuery, Row, Shape, MAX_LIMIT};
 use crate::{auth, Api};
 
@@ -160,7 +161,8 @@ fn iso(us: i64) -> String {
     responses(
         (status = 200, description = "A page of entries (or, with `window` and `agg`, the windows). \
             CSV has a header row: entry_id, seq, ts and one column per field (start, end and the \
-            fields for windows).", body = EntriesPage,
+            fields for windows); text that starts with =, +, -, @, a tab or a carriage return \
+            (and is not a number) gets a leading ', so that spreadsheets do not run it.", body = EntriesPage,
             headers(("X-ThingTotal-Backend" = String, description = "influx or archive"))),
         (status = 400, description = "Bad parameter", body = Problem, content_type = "application/problem+json"),
         (status = 401, description = "Private stream, no credentials", body = Problem, content_type = "application/problem+json"),
@@ -363,16 +365,13 @@ fn csv_failed(e: impl std::fmt::Display) -> Problem {
 
 fn entries_csv(shape: &Shape, rows: &[Row], next: Option<&str>) -> Result<Response, Problem> {
     let mut w = csv::Writer::from_writer(Vec::new());
-    let mut header = vec!["entry_id", "seq", "ts"];
-    header.extend(shape.leaves.iter().map(|l| l.name.as_str()));
-    w.write_record(&header).map_err(csv_failed)?;
+    let mut header = vec!["entry_id".into(), "seq".into(), "ts".into()];
+    header.extend(shape.leaves.iter().map(|l| csv_text(&l.name)));
+    w.write_record(header.iter().map(|h| h.as_bytes()))
+        .map_err(csv_failed)?;
     for r in rows {
         let mut record = vec![r.entry_id.clone(), r.seq.to_string(), iso(r.ts_us)];
-        record.extend(
-            r.values
-                .iter()
-                .map(|v| crate::read::shape::cell(v.as_ref())),
-        );
+        record.extend(r.values.iter().map(|v| cell(v.as_ref())));
         w.write_record(&record).map_err(csv_failed)?;
     }
     let mut r = csv_reply(w.into_inner().map_err(csv_failed)?);
@@ -390,12 +389,13 @@ fn windows_reply(
     let starts = q.window_starts();
     if csv {
         let mut w = csv::Writer::from_writer(Vec::new());
-        let mut header = vec!["start", "end"];
-        header.extend(q.leaves.iter().map(|&l| shape.leaves[l].name.as_str()));
-        w.write_record(&header).map_err(csv_failed)?;
+        let mut header = vec!["start".into(), "end".into()];
+        header.extend(q.leaves.iter().map(|&l| csv_text(&shape.leaves[l].name)));
+        w.write_record(header.iter().map(|h| h.as_bytes()))
+            .map_err(csv_failed)?;
         for (start, v) in starts.iter().zip(values) {
             let mut record = vec![iso(*start), iso(start + q.window_us)];
-            record.extend(v.iter().map(|v| crate::read::shape::cell(v.as_ref())));
+            record.extend(v.iter().map(|v| cell(v.as_ref())));
             w.write_record(&record).map_err(csv_failed)?;
         }
         return Ok(csv_reply(w.into_inner().map_err(csv_failed)?));
