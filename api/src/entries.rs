@@ -164,7 +164,7 @@ fn iso(us: i64) -> String {
             fields for windows); text that starts with =, +, -, @, a tab or a carriage return \
             (and is not a number) gets a leading ', so that spreadsheets do not run it.", body = EntriesPage,
             headers(("X-ThingTotal-Backend" = String, description = "influx or archive"))),
-        (status = 400, description = "Bad parameter", body = Problem, content_type = "application/problem+json"),
+        (status = 400, description = "Bad parameter, more windows than `limit`, or more archive rows than `--archive-read-max-rows` to scan", body = Problem, content_type = "application/problem+json"),
         (status = 401, description = "Private stream, no credentials", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "Wrong credentials", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such stream", body = Problem, content_type = "application/problem+json"),

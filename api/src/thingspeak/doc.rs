@@ -2,7 +2,7 @@
 
 /// The newest entries of a channel, oldest first: `{"channel": {…}, "feeds": [{"created_at",
 /// "entry_id", "field1", …}]}`, values as strings. With `average`, `median`, `sum` or
-/// `timescale`, one feed per window, without `entry_id`.
+/// `timescale`, one feed per window, without `entry_id`: at most the newest 8000 windows.
 #[utoipa::path(get, path = "/channels/{id}/feeds.json", tag = "thingspeak",
     params(("id" = u64, Path, description = "Channel (stream) id"),
            ("api_key" = Option<String>, Query, description = "Read key (private channels)"),
