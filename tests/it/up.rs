@@ -17,6 +17,15 @@ async fn start_up(data_dir: &Path) -> ApiProcess {
 
 /// Starts `thingtotal up` on `data_dir` with extra arguments.
 async fn start_up_with(data_dir: &Path, args: &[&str]) -> ApiProcess {
+    start_up_env(data_dir, args, &[]).await
+}
+
+/// Starts `thingtotal up` on `data_dir` with extra arguments and environment variables.
+pub(crate) async fn start_up_env(
+    data_dir: &Path,
+    args: &[&str],
+    env: &[(&str, &str)],
+) -> ApiProcess {
     let port = free_port();
     let child = Command::new(env!("CARGO_BIN_EXE_thingtotal"))
         .args(["up", "--data-dir"])
@@ -26,6 +35,7 @@ async fn start_up_with(data_dir: &Path, args: &[&str]) -> ApiProcess {
         .env_clear()
         .env("PATH", std::env::var("PATH").unwrap_or_default())
         .env("RUST_LOG", "warn")
+        .envs(env.iter().copied())
         .stdout(Stdio::null())
         .stderr(Stdio::inherit())
         .spawn()
@@ -96,7 +106,7 @@ async fn create(up: &ApiProcess, token: &str) -> (u64, String, String) {
     )
 }
 
-async fn post(up: &ApiProcess, id: u64, key: &str, body: Value) -> Value {
+pub(crate) async fn post(up: &ApiProcess, id: u64, key: &str, body: Value) -> Value {
     let r = Client::new()
         .post(format!("{}/api/streams/{id}/entries", up.base))
         .header("x-api-key", key)
