@@ -27,7 +27,7 @@ pub async fn run(command: Command, shutdown: CancellationToken) -> anyhow::Resul
 pub struct CompactConfig {
     /// Topic prefix and data directory.
     #[command(flatten)]
-    pub log: thingtotal_common::config::LogArgs,
+    pub log: thingtotal_common::config::LogPortArgs,
     /// The archive.
     #[command(flatten)]
     pub archive: thingtotal_common::config::ArchiveArgs,

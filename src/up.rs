@@ -6,9 +6,9 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Args;
-use thingtotal_common::config::{AdminArgs, ArchiveArgs, InfluxArgs, LogArgs};
+use thingtotal_common::config::{AdminArgs, ArchiveArgs, InfluxArgs, LogPortArgs};
 use thingtotal_common::consumer::Drain;
-use thingtotal_common::runtime::Runtime;
+use thingtotal_common::part::Part;
 use thingtotal_common::{http, keys, problem};
 use tokio_util::sync::CancellationToken;
 use tracing::info;
@@ -19,7 +19,7 @@ use warp::Filter;
 pub struct Config {
     /// Where the topics live: Kafka if --kafka-brokers is given, else the embedded log.
     #[command(flatten)]
-    pub log: LogArgs,
+    pub log: LogPortArgs,
     /// The admin token; generated and kept in `<data-dir>/admin-token` if not given.
     #[command(flatten)]
     pub admin: AdminArgs,
@@ -99,16 +99,16 @@ pub async fn run(mut config: Config, shutdown: CancellationToken) -> anyhow::Res
     let archive_at = archive.describe();
     // The registry outlives the parts: it stops last.
     let registry_stop = CancellationToken::new();
-    let rt = Runtime::start(&config.log, log, registry_stop.clone()).await?;
+    let part = Part::start(&config.log, log, registry_stop.clone()).await?;
     let routes =
-        thingtotal_ingest::routes(thingtotal_ingest::Ingest::new(rt.clone(), &config.limits))
+        thingtotal_ingest::routes(thingtotal_ingest::Ingest::new(part.clone(), &config.limits))
             .or(thingtotal_api::routes(
-                thingtotal_api::Api::new(rt.clone(), Some(token.clone()))
+                thingtotal_api::Api::new(part.clone(), Some(token.clone()))
                     .reading(&config.influx, Some(archive), &config.reads)
                     .documented(crate::openapi::document()),
             ))
             .unify()
-            .or(http::ops_routes("up", rt.log.clone()))
+            .or(http::ops_routes("up", part.log.clone()))
             .unify()
             .recover(problem::recover)
             .unify();
@@ -120,8 +120,8 @@ pub async fn run(mut config: Config, shutdown: CancellationToken) -> anyhow::Res
     let (addr, server) =
         http::spawn_server("up", config.http_addr, routes, http_stop.clone()).await?;
     let validator = tokio::spawn(thingtotal_validator::consume(
-        rt.clone(),
-        config.validator.settings(&rt.topics),
+        part.clone(),
+        config.validator.settings(&part.topics),
         Drain::new(DRAIN_LIMIT),
         validator_stop.clone(),
     ));
@@ -130,9 +130,9 @@ pub async fn run(mut config: Config, shutdown: CancellationToken) -> anyhow::Res
         &config.influx,
         &config.archive,
         &config.log.data_dir,
-        &rt.topics,
+        &part.topics,
     )?;
-    let mut sinks = thingtotal_sink::spawn(&rt, sink, DRAIN_LIMIT, &sink_stop);
+    let mut sinks = thingtotal_sink::spawn(&part, sink, DRAIN_LIMIT, &sink_stop);
     println!("{}", banner(&config, addr, &token, &archive_at));
     shutdown.cancelled().await;
     info!("draining: no new requests; archiving everything acknowledged");

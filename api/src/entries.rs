@@ -483,8 +483,8 @@ pub(crate) async fn rejected(
     let start = params::time("start", p.start.as_deref().unwrap_or("-24h"), now)?;
     let limit = params::limit("limit", p.limit.as_deref(), 100, 1000)?;
     let page = rejected::search(
-        &api.rt.log,
-        &api.rt.topics.dlq,
+        &api.part.log,
+        &api.part.topics.dlq,
         &stream.key(),
         start.div_euclid(1000),
         limit,

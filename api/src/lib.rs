@@ -18,9 +18,9 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use clap::Args;
-use thingtotal_common::config::{AdminArgs, ArchiveArgs, InfluxArgs, LogArgs};
+use thingtotal_common::config::{AdminArgs, ArchiveArgs, InfluxArgs, LogPortArgs};
 use thingtotal_common::log::Log;
-use thingtotal_common::runtime::Runtime;
+use thingtotal_common::part::Part;
 use thingtotal_common::{http, CancellationToken};
 use warp::filters::BoxedFilter;
 use warp::reply::Response;
@@ -36,7 +36,7 @@ const MAX_DEFINITION_BYTES: u64 = 256 * 1024;
 pub struct Config {
     /// Where the topics live.
     #[command(flatten)]
-    pub log: LogArgs,
+    pub log: LogPortArgs,
     /// The admin token.
     #[command(flatten)]
     pub admin: AdminArgs,
@@ -85,7 +85,7 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 /// What the handlers share. Cheap to clone.
 #[derive(Debug, Clone)]
 pub struct Api {
-    rt: Runtime,
+    part: Part,
     admin_token: Option<Arc<str>>,
     reads: read::Backends,
     /// Held across each change's read, write and wait for the registry, so that two changes
@@ -98,10 +98,10 @@ pub struct Api {
 
 impl Api {
     /// The api's state on a started runtime, with nothing to read entries from yet.
-    pub fn new(rt: Runtime, admin_token: Option<String>) -> Self {
+    pub fn new(part: Part, admin_token: Option<String>) -> Self {
         telemetry::describe();
         Self {
-            rt,
+            part,
             admin_token: admin_token.map(Into::into),
             reads: read::Backends::default(),
             changes: Arc::default(),
@@ -131,7 +131,7 @@ impl Api {
         });
         let max_rows = usize::try_from(limits.archive_read_max_rows).unwrap_or(usize::MAX);
         self.reads.archive =
-            archive.map(|a| read::archive::ArchiveReader::new(a, &self.rt.topics.valid, max_rows));
+            archive.map(|a| read::archive::ArchiveReader::new(a, &self.part.topics.valid, max_rows));
         self
     }
 
@@ -175,12 +175,12 @@ pub async fn run_on(
     shutdown: CancellationToken,
 ) -> Result<()> {
     let archive = config.archive.open(&config.log.data_dir)?;
-    let rt = Runtime::start(&config.log, log, shutdown.clone()).await?;
-    let api = Api::new(rt.clone(), config.admin.admin_token.clone())
+    let part = Part::start(&config.log, log, shutdown.clone()).await?;
+    let api = Api::new(part.clone(), config.admin.admin_token.clone())
         .reading(&config.influx, Some(archive), &config.reads)
         .documented(document);
     let routes = routes(api)
-        .or(http::ops_routes("api", rt.log.clone()))
+        .or(http::ops_routes("api", part.log.clone()))
         .unify()
         .recover(problem::recover)
         .unify();

@@ -294,8 +294,8 @@ async fn write(api: &Api, id: StreamId, record: Option<&StreamRecord>) -> Result
             ..Record::default()
         },
     };
-    let pos = api.rt.log.append(&api.rt.topics.streams, vec![r]).await?;
-    api.rt
+    let pos = api.part.log.append(&api.part.topics.streams, vec![r]).await?;
+    api.part
         .registry
         .applied_through(pos[0].offset, APPLY_TIMEOUT)
         .await?;
@@ -303,7 +303,7 @@ async fn write(api: &Api, id: StreamId, record: Option<&StreamRecord>) -> Result
 }
 
 pub(crate) async fn existing(api: &Api, id: StreamId) -> Result<Arc<StreamRecord>, Problem> {
-    api.rt
+    api.part
         .registry
         .lookup(id, APPLY_TIMEOUT)
         .await?
@@ -333,7 +333,7 @@ pub(crate) async fn create(
     let _one_change = api.changing().await;
     let id = loop {
         let id = rand::random_range(1_000_000..=2_147_483_647u64);
-        if api.rt.registry.get(id).is_none() {
+        if api.part.registry.get(id).is_none() {
             break id;
         }
     };
@@ -394,7 +394,7 @@ pub(crate) async fn list(api: Api, c: Credential, query: &str) -> Result<Respons
     }
     let after = p.after.unwrap_or(0);
     let mut visible = api
-        .rt
+        .part
         .registry
         .list()
         .into_iter()

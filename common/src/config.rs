@@ -11,7 +11,7 @@ use crate::{Error, Result};
 
 /// Where the topics live: Kafka, or the embedded log in the data directory.
 #[derive(Debug, Clone, Args)]
-pub struct LogArgs {
+pub struct LogPortArgs {
     /// Kafka bootstrap servers (host:port,…). Without them, only `up` runs, on the embedded log.
     #[arg(long, env = "THINGTOTAL_KAFKA_BROKERS", value_name = "HOST:PORT,…")]
     pub kafka_brokers: Option<String>,
@@ -42,7 +42,7 @@ pub struct LogArgs {
     pub retention_hours: u64,
 }
 
-impl LogArgs {
+impl LogPortArgs {
     /// The topic names under the configured prefix.
     pub fn topics(&self) -> Topics {
         Topics::new(&self.topic_prefix)

@@ -18,7 +18,7 @@ pub mod keys;
 pub mod log;
 pub mod problem;
 pub mod registry;
-pub mod runtime;
+pub mod part;
 pub mod stream;
 pub mod telemetry;
 pub mod thingspeak;

@@ -13,7 +13,7 @@
 
 mod native;
 pub mod openapi;
-mod publish;
+mod append;
 mod split;
 mod telemetry;
 mod thingspeak;
@@ -22,10 +22,10 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use clap::Args;
-use thingtotal_common::config::LogArgs;
+use thingtotal_common::config::LogPortArgs;
 use thingtotal_common::log::Log;
 use thingtotal_common::problem::{self, respond};
-use thingtotal_common::runtime::Runtime;
+use thingtotal_common::part::Part;
 use thingtotal_common::{http, CancellationToken};
 use warp::filters::BoxedFilter;
 use warp::reply::Response;
@@ -38,7 +38,7 @@ pub use native::Accepted;
 pub struct Config {
     /// Where the topics live.
     #[command(flatten)]
-    pub log: LogArgs,
+    pub log: LogPortArgs,
     /// Request limits and the acknowledgement deadline.
     #[command(flatten)]
     pub limits: LimitArgs,
@@ -88,16 +88,16 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 /// What the handlers share. Cheap to clone.
 #[derive(Debug, Clone)]
 pub struct Ingest {
-    rt: Runtime,
+    part: Part,
     limits: Limits,
 }
 
 impl Ingest {
     /// The ingest state on a started runtime.
-    pub fn new(rt: Runtime, limits: &LimitArgs) -> Self {
+    pub fn new(part: Part, limits: &LimitArgs) -> Self {
         telemetry::describe();
         Self {
-            rt,
+            part,
             limits: Limits {
                 max_body_bytes: limits.max_body_bytes,
                 max_decompressed_bytes: limits.max_decompressed_bytes,
@@ -117,9 +117,9 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<()> {
 
 /// Runs the ingest part on `log`.
 pub async fn run_on(config: Config, log: Log, shutdown: CancellationToken) -> Result<()> {
-    let rt = Runtime::start(&config.log, log, shutdown.clone()).await?;
-    let routes = routes(Ingest::new(rt.clone(), &config.limits))
-        .or(http::ops_routes("ingest", rt.log.clone()))
+    let part = Part::start(&config.log, log, shutdown.clone()).await?;
+    let routes = routes(Ingest::new(part.clone(), &config.limits))
+        .or(http::ops_routes("ingest", part.log.clone()))
         .unify()
         .recover(problem::recover)
         .unify();

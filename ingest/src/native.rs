@@ -14,7 +14,7 @@ use warp::http::StatusCode;
 use warp::reply::Response;
 use warp::Reply;
 
-use crate::publish::Refused;
+use crate::append::Refused;
 use crate::split::{self, SplitError};
 use crate::Ingest;
 
@@ -203,7 +203,7 @@ pub(crate) async fn post_entries(
         }
     }
     .map_err(split_problem)?;
-    let accepted = ingest.publish(&stream, entries, "http").await?;
+    let accepted = ingest.append(&stream, entries, &[], "http").await?;
     Ok(warp::reply::with_status(
         warp::reply::json(&Accepted {
             accepted: accepted.seq.len(),

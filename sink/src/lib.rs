@@ -20,11 +20,11 @@ use std::time::Duration;
 
 use clap::Args;
 use thingtotal_common::archive::Archive;
-use thingtotal_common::config::{ArchiveArgs, InfluxArgs, LogArgs};
+use thingtotal_common::config::{ArchiveArgs, InfluxArgs, LogPortArgs};
 use thingtotal_common::consumer::Drain;
 use thingtotal_common::log::Log;
 use thingtotal_common::problem;
-use thingtotal_common::runtime::Runtime;
+use thingtotal_common::part::Part;
 use thingtotal_common::topics::Topics;
 use thingtotal_common::{http, CancellationToken};
 use tokio::task::JoinSet;
@@ -39,7 +39,7 @@ pub use influx::{InfluxSettings, InfluxTarget};
 pub struct Config {
     /// Where the topics live.
     #[command(flatten)]
-    pub log: LogArgs,
+    pub log: LogPortArgs,
     /// InfluxDB.
     #[command(flatten)]
     pub influx: InfluxArgs,
@@ -189,21 +189,21 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<()> {
 
 /// Runs the sink on `log`: its groups, and `/health` and `/metrics`.
 pub async fn run_on(config: Config, log: Log, shutdown: CancellationToken) -> Result<()> {
-    let rt = Runtime::start(&config.log, log, shutdown.clone()).await?;
+    let part = Part::start(&config.log, log, shutdown.clone()).await?;
     let settings = Settings::new(
         &config.worker,
         &config.influx,
         &config.archive,
         &config.log.data_dir,
-        &rt.topics,
+        &part.topics,
     )?;
-    let routes = http::ops_routes("sink", rt.log.clone())
+    let routes = http::ops_routes("sink", part.log.clone())
         .recover(problem::recover)
         .unify();
     let http_shutdown = CancellationToken::new();
     let (_, server) =
         http::spawn_server("sink", config.http_addr, routes, http_shutdown.clone()).await?;
-    let mut workers = spawn(&rt, settings, Duration::ZERO, &shutdown);
+    let mut workers = spawn(&part, settings, Duration::ZERO, &shutdown);
     let mut result = Ok(());
     while let Some(done) = workers.join_next().await {
         if let Ok(Err(e)) = done {
@@ -216,10 +216,10 @@ pub async fn run_on(config: Config, log: Log, shutdown: CancellationToken) -> Re
     result
 }
 
-/// Starts the sink's groups on `rt`; each ends after `shutdown`, its batch in flight committed,
+/// Starts the sink's groups on `part`; each ends after `shutdown`, its batch in flight committed,
 /// and with a `drain` limit, once it has caught up.
 pub fn spawn(
-    rt: &Runtime,
+    part: &Part,
     settings: Settings,
     drain: Duration,
     shutdown: &CancellationToken,
@@ -231,7 +231,7 @@ pub fn spawn(
             (Some(dir), Some(every)) => {
                 set.spawn(compact::every(
                     dir.to_owned(),
-                    rt.topics.valid.clone(),
+                    part.topics.valid.clone(),
                     a.rollover.rows as i64,
                     every,
                     shutdown.clone(),
@@ -243,7 +243,7 @@ pub fn spawn(
             _ => {}
         }
         set.spawn(archive::run(
-            rt.clone(),
+            part.clone(),
             a.archive,
             a.rollover,
             a.group,
@@ -253,7 +253,7 @@ pub fn spawn(
     }
     if let Some(i) = settings.influx {
         set.spawn(influx::run(
-            rt.clone(),
+            part.clone(),
             i,
             Drain::new(drain),
             shutdown.clone(),

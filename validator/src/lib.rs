@@ -24,13 +24,13 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use clap::Args;
-use thingtotal_common::config::LogArgs;
+use thingtotal_common::config::LogPortArgs;
 use thingtotal_common::consumer::{self, Commit, Drain, Handled, Handler};
 use thingtotal_common::log::{
     positions_after, Consumed, GroupConsumer, GroupOptions, Log, TopicPartitionOffset,
 };
 use thingtotal_common::problem;
-use thingtotal_common::runtime::Runtime;
+use thingtotal_common::part::Part;
 use thingtotal_common::stream::{StreamId, StreamRecord};
 use thingtotal_common::topics::Topics;
 use thingtotal_common::{http, CancellationToken};
@@ -45,7 +45,7 @@ use crate::schemas::Schemas;
 pub struct Config {
     /// Where the topics live.
     #[command(flatten)]
-    pub log: LogArgs,
+    pub log: LogPortArgs,
     /// How the validator consumes.
     #[command(flatten)]
     pub worker: ValidatorArgs,
@@ -98,16 +98,16 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<()> {
 
 /// Runs the validator on `log`: the consumer and `/health` and `/metrics`.
 pub async fn run_on(config: Config, log: Log, shutdown: CancellationToken) -> Result<()> {
-    let rt = Runtime::start(&config.log, log, shutdown.clone()).await?;
-    let routes = http::ops_routes("validator", rt.log.clone())
+    let part = Part::start(&config.log, log, shutdown.clone()).await?;
+    let routes = http::ops_routes("validator", part.log.clone())
         .recover(problem::recover)
         .unify();
     // The HTTP server stops only after the consumer has finished its batch.
     let http_shutdown = CancellationToken::new();
     let (_, server) =
         http::spawn_server("validator", config.http_addr, routes, http_shutdown.clone()).await?;
-    let settings = config.worker.settings(&rt.topics);
-    let result = consume(rt, settings, Drain::new(Duration::ZERO), shutdown).await;
+    let settings = config.worker.settings(&part.topics);
+    let result = consume(part, settings, Drain::new(Duration::ZERO), shutdown).await;
     http_shutdown.cancel();
     let _ = server.await;
     result
@@ -147,7 +147,7 @@ impl ValidatorArgs {
 /// Consumes `entries.raw` until `shutdown`; the batch in flight is finished and committed first,
 /// and with a `drain` limit, everything in the topic.
 pub async fn consume(
-    rt: Runtime,
+    part: Part,
     settings: Settings,
     drain: Drain,
     shutdown: CancellationToken,
@@ -157,7 +157,7 @@ pub async fn consume(
     let driver = consumer::Settings {
         group: GroupOptions {
             group: settings.group,
-            topics: vec![rt.topics.raw.clone()],
+            topics: vec![part.topics.raw.clone()],
             transactional: true,
             instance_id: settings.instance_id,
         },
@@ -165,9 +165,9 @@ pub async fn consume(
         linger: settings.linger,
         drain,
     };
-    let log = rt.log.clone();
+    let log = part.log.clone();
     let validator = Validator {
-        rt,
+        part,
         schemas: Arc::new(Schemas::default()),
         pending: None,
     };
@@ -178,7 +178,7 @@ pub async fn consume(
 /// The validator as a handler of the consumer driver: each batch becomes one atomic
 /// produce-and-commit.
 struct Validator {
-    rt: Runtime,
+    part: Part,
     schemas: Arc<Schemas>,
     /// The batch being committed: when it was judged, its size and its outcomes.
     pending: Option<Judged>,
@@ -206,13 +206,13 @@ impl Handler for Validator {
         for c in &batch {
             if let Some(id) = stream_id(c) {
                 if let std::collections::hash_map::Entry::Vacant(v) = streams.entry(id) {
-                    v.insert(self.rt.registry.lookup(id, Duration::from_secs(5)).await?);
+                    v.insert(self.part.registry.lookup(id, Duration::from_secs(5)).await?);
                 }
             }
         }
         let positions = positions_after(&batch);
         let size = batch.len();
-        let (valid, dlq) = (self.rt.topics.valid.clone(), self.rt.topics.dlq.clone());
+        let (valid, dlq) = (self.part.topics.valid.clone(), self.part.topics.dlq.clone());
         let schemas = self.schemas.clone();
         // Validation is CPU work: off the async threads.
         let (records, outcomes) = tokio::task::spawn_blocking(move || {
@@ -254,7 +254,7 @@ impl Handler for Validator {
 
     async fn tick(&mut self) {
         // Compiled schemas of deleted streams go.
-        let registry = &self.rt.registry;
+        let registry = &self.part.registry;
         self.schemas.retain(|id| registry.get(id).is_some());
     }
 

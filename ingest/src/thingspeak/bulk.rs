@@ -14,7 +14,7 @@ use warp::Reply;
 use super::entry::Update;
 use super::params::{write_key, WriteParams};
 use super::{decoded, ts_error};
-use crate::publish::Refused;
+use crate::append::Refused;
 use crate::Ingest;
 
 /// ThingSpeak's `error_bad_request`.
@@ -158,7 +158,7 @@ pub(super) async fn bulk_update(
         })
         .collect();
     match ingest
-        .publish_timed(&stream, entries, &header_times, "thingspeak")
+        .append(&stream, entries, &header_times, "thingspeak")
         .await
     {
         Ok(_) => warp::reply::with_status(

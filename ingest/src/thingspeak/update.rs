@@ -8,7 +8,7 @@ use warp::Reply;
 use super::entry::Update;
 use super::params::{params, write_key};
 use super::{decoded, retry_after, text};
-use crate::publish::Refused;
+use crate::append::Refused;
 use crate::Ingest;
 
 /// `GET|POST /update` and `/update.json`.
@@ -37,7 +37,7 @@ pub(super) async fn update(
     };
     let u = Update::from_params(&p);
     match ingest
-        .publish_timed(
+        .append(
             &stream,
             vec![u.entry(&stream)],
             &[u.header_time(&stream)],

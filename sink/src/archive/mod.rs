@@ -26,7 +26,7 @@ use thingtotal_common::consumer::{self, Commit, Drain, Handled, Handler};
 use thingtotal_common::log::{
     Consumed, GroupConsumer, GroupOptions, Log, Rebalances, TopicPartitionOffset,
 };
-use thingtotal_common::runtime::Runtime;
+use thingtotal_common::part::Part;
 use thingtotal_common::stream::StreamRecord;
 use thingtotal_common::{CancellationToken, Result};
 use tracing::{info, warn};
@@ -44,7 +44,7 @@ const EMPTY_POLLS_TO_STOP: u32 = 3;
 
 /// The archiver as a handler of the consumer driver.
 struct Archiver {
-    rt: Runtime,
+    part: Part,
     archive: Archive,
     group: String,
     files: OpenFiles,
@@ -58,7 +58,7 @@ struct Archiver {
 /// Archives `entries.valid` into `archive` until `shutdown`; at shutdown every open file is
 /// written and committed.
 pub(crate) async fn run(
-    rt: Runtime,
+    part: Part,
     archive: Archive,
     rollover: Rollover,
     group: String,
@@ -68,7 +68,7 @@ pub(crate) async fn run(
     if let Some(root) = archive.local() {
         std::fs::create_dir_all(root)?;
     }
-    let archived = recover(&archive, &rt.topics.valid).await?;
+    let archived = recover(&archive, &part.topics.valid).await?;
     info!(%group, archive = %archive.describe(), files = archived.values().map(|f| f.len()).sum::<usize>(), "archiver consuming");
     let rollover = Rollover {
         age: rollover.age.max(Duration::from_millis(100)),
@@ -77,7 +77,7 @@ pub(crate) async fn run(
     let settings = consumer::Settings {
         group: GroupOptions {
             group: group.clone(),
-            topics: vec![rt.topics.valid.clone()],
+            topics: vec![part.topics.valid.clone()],
             transactional: false,
             instance_id: String::new(),
         },
@@ -85,9 +85,9 @@ pub(crate) async fn run(
         linger: (rollover.age / 4).min(Duration::from_secs(1)),
         drain,
     };
-    let log = rt.log.clone();
+    let log = part.log.clone();
     let archiver = Archiver {
-        rt,
+        part,
         archive,
         group,
         files: OpenFiles::new(rollover),
@@ -105,7 +105,7 @@ impl Archiver {
             return Ok(());
         };
         let stream = self
-            .rt
+            .part
             .registry
             .lookup(key.stream, Duration::from_secs(5))
             .await?;
@@ -129,7 +129,7 @@ impl Archiver {
             "stream={}/date={}/{}",
             key.stream,
             key.date.format("%Y-%m-%d"),
-            file_name(&self.rt.topics.valid, key.partition, file.first_offset)
+            file_name(&self.part.topics.valid, key.partition, file.first_offset)
         );
         let metadata = write::footer(key, &file, schema_json);
         let (rows, bytes, first, last) = (
@@ -181,7 +181,7 @@ impl Handler for Archiver {
         }
         self.archive(&batch, stopping).await?;
         Ok(Handled::Commit(Commit::Positions(
-            self.files.durable_positions(&self.rt.topics.valid),
+            self.files.durable_positions(&self.part.topics.valid),
         )))
     }
 
@@ -204,7 +204,7 @@ impl Handler for Archiver {
 
     async fn prepare(&mut self) -> Result<()> {
         if self.reread {
-            self.archived = recover(&self.archive, &self.rt.topics.valid).await?;
+            self.archived = recover(&self.archive, &self.part.topics.valid).await?;
             self.reread = false;
         }
         Ok(())

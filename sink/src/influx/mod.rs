@@ -23,7 +23,7 @@ use std::time::Duration;
 use thingtotal_common::consumer::{self, Commit, Drain, Handled, Handler};
 use thingtotal_common::dead_letter::{Kind, Reason, Stage, Violation};
 use thingtotal_common::log::{positions_after, Consumed, GroupConsumer, GroupOptions, Record};
-use thingtotal_common::runtime::Runtime;
+use thingtotal_common::part::Part;
 use thingtotal_common::stream::StreamId;
 use thingtotal_common::time::{envelope_micros, point_time};
 use thingtotal_common::CancellationToken;
@@ -54,16 +54,16 @@ pub(crate) struct Envelope<'a> {
 /// current version; if it is behind the entry's, it is given time to catch up. A layout is only
 /// built from the version it is cached under.
 async fn layout_for(
-    rt: &Runtime,
+    part: &Part,
     entry: &Envelope<'_>,
 ) -> thingtotal_common::Result<Option<Layout>> {
     let timeout = Duration::from_secs(5);
-    let Some(mut stream) = rt.registry.lookup(entry.stream_id, timeout).await? else {
+    let Some(mut stream) = part.registry.lookup(entry.stream_id, timeout).await? else {
         return Ok(None);
     };
     if stream.version < entry.stream_version {
-        rt.registry.caught_up(timeout).await?;
-        match rt.registry.get(entry.stream_id) {
+        part.registry.caught_up(timeout).await?;
+        match part.registry.get(entry.stream_id) {
             Some(s) => stream = s,
             None => return Ok(None),
         }
@@ -118,7 +118,7 @@ pub struct InfluxSettings {
 /// Consumes `entries.valid` into InfluxDB until `shutdown`; the batch in flight is written and
 /// committed first.
 pub(crate) async fn run(
-    rt: Runtime,
+    part: Part,
     settings: InfluxSettings,
     drain: Drain,
     shutdown: CancellationToken,
@@ -134,7 +134,7 @@ pub(crate) async fn run(
     let driver = consumer::Settings {
         group: GroupOptions {
             group: settings.group.clone(),
-            topics: vec![rt.topics.valid.clone()],
+            topics: vec![part.topics.valid.clone()],
             transactional: false,
             instance_id: String::new(),
         },
@@ -142,9 +142,9 @@ pub(crate) async fn run(
         linger: settings.linger,
         drain,
     };
-    let log = rt.log.clone();
+    let log = part.log.clone();
     let handler = InfluxWriter {
-        rt,
+        part,
         writer,
         group: settings.group,
         layouts: HashMap::new(),
@@ -158,7 +158,7 @@ pub(crate) async fn run(
 /// written twice (after a failed commit, or by two members across a rebalance) rewrites the same
 /// points.
 struct InfluxWriter {
-    rt: Runtime,
+    part: Part,
     writer: Writer,
     group: String,
     /// Layouts by (stream, version).
@@ -194,7 +194,7 @@ impl Handler for InfluxWriter {
             let layout = match self.layouts.get(&(entry.stream_id, entry.stream_version)) {
                 Some(l) => l.clone(),
                 // A failed lookup fails the batch: nothing of it is written or committed.
-                None => match layout_for(&self.rt, &entry).await? {
+                None => match layout_for(&self.part, &entry).await? {
                     Some(l) => {
                         let l = Arc::new(l);
                         self.layouts
@@ -243,7 +243,7 @@ impl Handler for InfluxWriter {
         if !dead.is_empty() {
             telemetry::influx_rejected(dead.len());
             // A failure here fails the batch, which is then written again: points are idempotent.
-            self.rt.log.append(&self.rt.topics.dlq, dead).await?;
+            self.part.log.append(&self.part.topics.dlq, dead).await?;
         }
         Ok(Handled::Commit(Commit::Positions(positions_after(&batch))))
     }

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
-use crate::config::LogArgs;
+use crate::config::LogPortArgs;
 use crate::log::Log;
 use crate::registry::Registry;
 use crate::topics::Topics;
@@ -16,7 +16,7 @@ const REGISTRY_START: Duration = Duration::from_secs(30);
 
 /// A part's shared handles. Cheap to clone.
 #[derive(Debug, Clone)]
-pub struct Runtime {
+pub struct Part {
     /// The log port.
     pub log: Log,
     /// The topic names.
@@ -25,9 +25,9 @@ pub struct Runtime {
     pub registry: Arc<Registry>,
 }
 
-impl Runtime {
+impl Part {
     /// Creates missing topics and starts the registry on `log`.
-    pub async fn start(args: &LogArgs, log: Log, shutdown: CancellationToken) -> Result<Self> {
+    pub async fn start(args: &LogPortArgs, log: Log, shutdown: CancellationToken) -> Result<Self> {
         // Metrics recorded before the recorder is installed are lost.
         crate::telemetry::prometheus();
         args.ensure_topics(&log).await?;

@@ -47,7 +47,7 @@ impl Ingest {
     ) -> Result<Arc<StreamRecord>, Refused> {
         let key = key.ok_or(Refused::NoKey)?;
         let stream = self
-            .rt
+            .part
             .registry
             .lookup(id, self.limits.lookup_timeout)
             .await
@@ -64,15 +64,15 @@ impl Ingest {
     /// created a moment ago may not be in the registry yet, so it waits for it to catch up.
     pub(crate) async fn stream_for_key(&self, key: &str) -> Result<Arc<StreamRecord>, Refused> {
         let hash = keys::hash(key);
-        if let Some(s) = self.rt.registry.by_write_key_hash(&hash) {
+        if let Some(s) = self.part.registry.by_write_key_hash(&hash) {
             return Ok(s);
         }
-        self.rt
+        self.part
             .registry
             .caught_up(self.limits.lookup_timeout)
             .await
             .map_err(|e| Refused::Unavailable(e.to_string()))?;
-        self.rt
+        self.part
             .registry
             .by_write_key_hash(&hash)
             .ok_or(Refused::WrongKey)
@@ -86,7 +86,7 @@ impl Ingest {
         entries: Vec<Bytes>,
         source: &'static str,
     ) -> Result<Accepted, Refused> {
-        self.publish_timed(stream, entries, &[], source).await
+        self.append(stream, entries, &[], source).await
     }
 
     /// [`Ingest::publish`] for entries that may carry a device time outside their data:
@@ -137,7 +137,7 @@ impl Ingest {
         let started = Instant::now();
         let appended = tokio::time::timeout(
             self.limits.ack_timeout,
-            self.rt.log.append(&self.rt.topics.raw, records),
+            self.part.log.append(&self.part.topics.raw, records),
         )
         .await;
         telemetry::append_answered(started.elapsed());
