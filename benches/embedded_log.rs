@@ -47,6 +47,7 @@ async fn run(concurrency: usize, batch: usize, duration: Duration) -> (f64, f64)
         partitions: 6,
         replication: 1,
         compacted: false,
+        max_message_bytes: None,
     }])
     .await
     .unwrap();

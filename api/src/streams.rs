@@ -294,7 +294,11 @@ async fn write(api: &Api, id: StreamId, record: Option<&StreamRecord>) -> Result
             ..Record::default()
         },
     };
-    let pos = api.part.log.append(&api.part.topics.streams, vec![r]).await?;
+    let pos = api
+        .part
+        .log
+        .append(&api.part.topics.streams, vec![r])
+        .await?;
     api.part
         .registry
         .applied_through(pos[0].offset, APPLY_TIMEOUT)

@@ -16,9 +16,11 @@ use rdkafka::message::{Header, Headers, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use rdkafka::{Message, Offset, TopicPartitionList};
 use serde_json::json;
+use thingtotal_common::limits::SizeLimits;
+use thingtotal_common::log::{producer_config, transactional_producer_config};
 use warp::Filter;
 
-use crate::kafka::{config, PRODUCER_SETTINGS};
+use crate::kafka::config;
 use crate::stats::{self, Latency};
 use crate::workload;
 
@@ -71,11 +73,8 @@ pub(crate) struct RawProducerArgs {
 /// `FutureProducer` with the product's settings: the same entry bytes, key, headers (a fresh
 /// UUIDv7, the receive time, the source) and timestamp, `concurrency` batches in flight.
 pub(crate) async fn raw_producer(a: RawProducerArgs) -> anyhow::Result<()> {
-    let mut c = config(&a.brokers);
-    for (k, v) in PRODUCER_SETTINGS {
-        c.set(*k, *v);
-    }
-    let producer: FutureProducer = c.create()?;
+    let producer: FutureProducer =
+        producer_config(config(&a.brokers), SizeLimits::default()).create()?;
     let entries: Arc<Vec<Bytes>> =
         Arc::new((0..a.batch as u64).map(workload::ingest_entry).collect());
     let a = Arc::new(a);
@@ -190,16 +189,9 @@ pub(crate) async fn copy(a: CopyArgs) -> anyhow::Result<()> {
         .set("auto.offset.reset", "earliest");
     let consumer: StreamConsumer = cc.create()?;
     consumer.subscribe(&[&a.from])?;
-    let mut pc = config(&a.brokers);
-    // As the product's transactional producer: its settings but the message timeout, which
-    // librdkafka requires to be within the transaction timeout.
-    for (k, v) in PRODUCER_SETTINGS
-        .iter()
-        .filter(|(k, _)| *k != "message.timeout.ms")
-    {
-        pc.set(*k, *v);
-    }
-    pc.set("transaction.timeout.ms", "10000").set(
+    // As the product's transactional producer.
+    let mut pc = transactional_producer_config(config(&a.brokers), SizeLimits::default());
+    pc.set(
         "transactional.id",
         format!("{}-{}", a.group, uuid::Uuid::now_v7().simple()),
     );

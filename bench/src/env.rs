@@ -1,34 +1,4 @@
-//! The services the benchmark runs against, found in the environment (`scripts/services env`),
-//! and what it can read about a process from `/proc`.
-
-use anyhow::Context;
-
-/// Where Kafka and InfluxDB are.
-#[derive(Debug, Clone)]
-pub(crate) struct Services {
-    pub(crate) kafka_brokers: String,
-    pub(crate) influx_url: String,
-    pub(crate) influx_org: String,
-    pub(crate) influx_token: String,
-}
-
-impl Services {
-    /// From `THINGTOTAL_KAFKA_BROKERS`, `THINGTOTAL_INFLUX_URL` and friends.
-    pub(crate) fn from_env() -> anyhow::Result<Self> {
-        let var = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
-        Ok(Self {
-            kafka_brokers: var("THINGTOTAL_KAFKA_BROKERS").context(
-                "THINGTOTAL_KAFKA_BROKERS is not set: run the benchmarks with scripts/bench, \
-                 which starts Kafka and InfluxDB for them",
-            )?,
-            influx_url: var("THINGTOTAL_INFLUX_URL").context(
-                "THINGTOTAL_INFLUX_URL is not set: run the benchmarks with scripts/bench",
-            )?,
-            influx_org: var("THINGTOTAL_INFLUX_ORG").unwrap_or_else(|| "thingtotal".into()),
-            influx_token: var("THINGTOTAL_INFLUX_TOKEN").unwrap_or_default(),
-        })
-    }
-}
+//! What the benchmark reads about a process from `/proc`: CPU time, peak memory, whether it runs.
 
 /// Clock ticks per second of `/proc/<pid>/stat`'s CPU times.
 fn clock_ticks() -> f64 {

@@ -1,5 +1,6 @@
-//! Kafka for the benchmarks: the product's producer settings, prefilling a topic, deleting a
-//! run's topics, and watching a consumer group work through a topic.
+//! Kafka for the benchmarks: client settings, prefilling a topic, deleting a run's topics, and
+//! watching a consumer group work through a topic. Producers take the product's settings from
+//! `thingtotal_common::log::producer_config`.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -15,17 +16,8 @@ use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
-
-/// The producer settings the product uses (`common/src/log/kafka.rs`): the delivery contract's
-/// `enable.idempotence` and `acks=all`, and its defaults for the rest.
-pub(crate) const PRODUCER_SETTINGS: &[(&str, &str)] = &[
-    ("enable.idempotence", "true"),
-    ("acks", "all"),
-    ("linger.ms", "5"),
-    ("compression.type", "lz4"),
-    ("partitioner", "murmur2_random"),
-    ("message.timeout.ms", "30000"),
-];
+use thingtotal_common::limits::SizeLimits;
+use thingtotal_common::log::producer_config;
 
 /// A client configuration for `brokers`.
 pub(crate) fn config(brokers: &str) -> ClientConfig {
@@ -68,10 +60,7 @@ pub(crate) fn prefill(
     make: impl Fn(u64) -> Fill,
 ) -> anyhow::Result<Duration> {
     let failed = Arc::new(AtomicU64::new(0));
-    let mut c = config(brokers);
-    for (k, v) in PRODUCER_SETTINGS {
-        c.set(*k, *v);
-    }
+    let mut c = producer_config(config(brokers), SizeLimits::default());
     c.set("linger.ms", "20")
         .set("batch.size", "1000000")
         .set("queue.buffering.max.messages", "1000000");

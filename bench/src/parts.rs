@@ -1,129 +1,42 @@
-//! Parts and baselines as child processes: started with their environment, waited for until
-//! healthy, read for CPU time and peak memory, and stopped.
+//! Parts and baselines as child processes (`thingtotal_testkit::Process`): started with their
+//! environment and a log each, waited for until healthy, read for CPU time and peak memory, and
+//! stopped.
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use serde_json::Value;
+use thingtotal_testkit::{free_port, part_command, tail, Process, Services};
 
-use crate::env::Services;
-
-/// The admin token the benchmark's api processes run with.
-pub(crate) const ADMIN: &str = "bench-admin-token";
-
-/// A running child process; killed when dropped.
-#[derive(Debug)]
-pub(crate) struct Proc {
-    pub(crate) name: String,
-    pub(crate) base: String,
-    pub(crate) addr: std::net::SocketAddr,
-    child: Child,
+/// Peak resident memory of `p` so far, in KiB.
+pub(crate) fn peak_rss_kib(p: &Process) -> u64 {
+    crate::env::peak_rss_kib(&p.pid().to_string()).unwrap_or(0)
 }
 
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// A free port on loopback.
-pub(crate) fn free_port() -> anyhow::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
-}
-
-impl Proc {
-    /// Spawns `cmd` (whose stdout and stderr go to `log`) listening on `port`, and waits until
-    /// `GET /health` answers 200, unless `health` is false.
-    async fn spawn(
-        name: &str,
-        mut cmd: Command,
-        port: u16,
-        log: &Path,
-        health: bool,
-    ) -> anyhow::Result<Self> {
-        let out =
-            std::fs::File::create(log).with_context(|| format!("create {}", log.display()))?;
-        cmd.stdin(Stdio::null())
-            .stdout(out.try_clone()?)
-            .stderr(out);
-        let child = cmd.spawn().with_context(|| format!("start {name}"))?;
-        let addr: std::net::SocketAddr = ([127, 0, 0, 1], port).into();
-        let mut p = Self {
-            name: name.to_owned(),
-            base: format!("http://{addr}"),
-            addr,
-            child,
-        };
-        if !health {
-            return Ok(p);
+/// Waits for `p` to exit by itself and returns the last JSON line of its `log`.
+pub(crate) async fn result(mut p: Process, log: &Path, timeout: Duration) -> anyhow::Result<Value> {
+    let deadline = Instant::now() + timeout;
+    let status = loop {
+        if let Some(s) = p.child.try_wait()? {
+            break s;
         }
-        let http = reqwest::Client::new();
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            if let Some(status) = p.child.try_wait()? {
-                bail!(
-                    "{name} exited during start-up ({status}); its log {}:\n{}",
-                    log.display(),
-                    tail(log)
-                );
-            }
-            if let Ok(r) = http.get(format!("{}/health", p.base)).send().await {
-                if r.status().is_success() {
-                    return Ok(p);
-                }
-            }
-            if Instant::now() > deadline {
-                bail!("{name} is not healthy after 60 s; its log:\n{}", tail(log));
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
+        if Instant::now() > deadline {
+            bail!("{} did not finish within {timeout:?}", p.name);
         }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    if !status.success() {
+        bail!("{} failed ({status}); its log:\n{}", p.name, tail(log));
     }
-
-    /// The process id, as `/proc` names it.
-    pub(crate) fn pid(&self) -> String {
-        self.child.id().to_string()
-    }
-
-    /// Peak resident memory so far, in KiB.
-    pub(crate) fn peak_rss_kib(&self) -> u64 {
-        crate::env::peak_rss_kib(&self.pid()).unwrap_or(0)
-    }
-
-    /// Waits for the process to exit by itself and returns its stdout's last JSON line.
-    pub(crate) async fn result(mut self, log: &Path, timeout: Duration) -> anyhow::Result<Value> {
-        let deadline = Instant::now() + timeout;
-        let status = loop {
-            if let Some(s) = self.child.try_wait()? {
-                break s;
-            }
-            if Instant::now() > deadline {
-                bail!("{} did not finish within {timeout:?}", self.name);
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        };
-        if !status.success() {
-            bail!("{} failed ({status}); its log:\n{}", self.name, tail(log));
-        }
-        let text = std::fs::read_to_string(log)?;
-        let line = text
-            .lines()
-            .rev()
-            .find(|l| l.starts_with('{'))
-            .with_context(|| format!("{} printed no result; its log:\n{}", self.name, tail(log)))?;
-        Ok(serde_json::from_str(line)?)
-    }
-}
-
-/// The last lines of a log, for an error message.
-pub(crate) fn tail(log: &Path) -> String {
-    let text = std::fs::read_to_string(log).unwrap_or_default();
-    let lines: Vec<&str> = text.lines().collect();
-    lines[lines.len().saturating_sub(30)..].join("\n")
+    let text = std::fs::read_to_string(log)?;
+    let line = text
+        .lines()
+        .rev()
+        .find(|l| l.starts_with('{'))
+        .with_context(|| format!("{} printed no result; its log:\n{}", p.name, tail(log)))?;
+    Ok(serde_json::from_str(line)?)
 }
 
 /// Starts `thingtotal` parts and baselines for one run, with their logs in `logs`.
@@ -152,25 +65,17 @@ impl Launcher {
         part: &str,
         prefix: &str,
         env: &[(&str, String)],
-    ) -> anyhow::Result<Proc> {
+    ) -> anyhow::Result<Process> {
         let port = free_port()?;
-        let mut cmd = Command::new(&self.bin);
-        cmd.arg(part)
-            .env_clear()
-            .env("PATH", std::env::var("PATH").unwrap_or_default())
-            .env("THINGTOTAL_KAFKA_BROKERS", &self.services.kafka_brokers)
-            .env("THINGTOTAL_TOPIC_PREFIX", prefix)
-            .env("THINGTOTAL_PARTITIONS", self.partitions.to_string())
-            .env("THINGTOTAL_ADMIN_TOKEN", ADMIN)
-            .env("THINGTOTAL_HTTP_ADDR", format!("127.0.0.1:{port}"))
+        let mut cmd = part_command(&self.bin, part, &self.services.kafka_brokers, prefix, port);
+        cmd.env("THINGTOTAL_PARTITIONS", self.partitions.to_string())
             .env(
                 "THINGTOTAL_DATA_DIR",
                 self.data.join(format!("{prefix}-{part}")),
-            )
-            .env(
-                "RUST_LOG",
-                std::env::var("THINGTOTAL_BENCH_PART_LOG").unwrap_or_else(|_| "warn".into()),
             );
+        if let Ok(level) = std::env::var("THINGTOTAL_BENCH_PART_LOG") {
+            cmd.env("RUST_LOG", level);
+        }
         for (k, v) in self
             .part_env
             .iter()
@@ -179,7 +84,9 @@ impl Launcher {
         {
             cmd.env(k, v);
         }
-        Proc::spawn(part, cmd, port, &self.log(part), true).await
+        Process::spawn(part, cmd, port, Some(&self.log(part)))?
+            .healthy()
+            .await
     }
 
     /// Starts this binary's baseline subcommand `what` with `args`. A baseline with an HTTP
@@ -189,7 +96,7 @@ impl Launcher {
         what: &str,
         args: &[String],
         server: bool,
-    ) -> anyhow::Result<(Proc, PathBuf)> {
+    ) -> anyhow::Result<(Process, PathBuf)> {
         let port = free_port()?;
         let mut cmd = Command::new(&self.exe);
         cmd.arg(what).args(args);
@@ -197,29 +104,8 @@ impl Launcher {
             cmd.arg("--addr").arg(format!("127.0.0.1:{port}"));
         }
         let log = self.log(what);
-        let p = Proc::spawn(what, cmd, port, &log, server).await?;
+        let p = Process::spawn(what, cmd, port, Some(&log))?;
+        let p = if server { p.healthy().await? } else { p };
         Ok((p, log))
     }
-}
-
-/// Creates a stream through the api and returns its id and write key.
-pub(crate) async fn create_stream(api: &Proc, definition: Value) -> anyhow::Result<(u64, String)> {
-    let r = reqwest::Client::new()
-        .post(format!("{}/api/streams", api.base))
-        .bearer_auth(ADMIN)
-        .json(&definition)
-        .send()
-        .await?;
-    let status = r.status();
-    let v: Value = r.json().await?;
-    if status.as_u16() != 201 {
-        bail!("creating a stream answered {status}: {v}");
-    }
-    Ok((
-        v["id"].as_u64().context("the stream has an id")?,
-        v["write_key"]
-            .as_str()
-            .context("the stream has a write key")?
-            .to_owned(),
-    ))
 }

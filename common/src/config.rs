@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use clap::{Args, ValueEnum};
 
+use crate::limits::{SizeLimits, DEFAULT_MAX_ENTRY_BYTES};
 use crate::log::{EmbeddedLog, EmbeddedOptions, KafkaLog, KafkaOptions, Log};
 use crate::topics::Topics;
 use crate::{Error, Result};
@@ -40,7 +41,21 @@ pub struct LogPortArgs {
     /// How long the embedded log keeps records after every group consumed them.
     #[arg(long, env = "THINGTOTAL_RETENTION_HOURS", default_value_t = 168)]
     pub retention_hours: u64,
+    /// Largest entry, in bytes: its value, key and headers as the log counts them. Ingest
+    /// answers 413 for a larger one; the producers and the entry topics (at creation) take this
+    /// plus 32 KiB, for the validator's envelope and the dead letters' headers.
+    #[arg(
+        long,
+        env = "THINGTOTAL_MAX_ENTRY_BYTES",
+        default_value_t = DEFAULT_MAX_ENTRY_BYTES,
+        value_parser = clap::value_parser!(u64).range(1024..=MAX_MAX_ENTRY_BYTES)
+    )]
+    pub max_entry_bytes: u64,
 }
+
+/// The highest `--max-entry-bytes`: Kafka's limits are 32-bit, and an entry is held in memory
+/// several times over on its way.
+const MAX_MAX_ENTRY_BYTES: u64 = 256 * 1024 * 1024;
 
 impl LogPortArgs {
     /// The topic names under the configured prefix.
@@ -48,10 +63,16 @@ impl LogPortArgs {
         Topics::new(&self.topic_prefix)
     }
 
+    /// The size limits that `--max-entry-bytes` gives.
+    pub fn limits(&self) -> SizeLimits {
+        SizeLimits::new(self.max_entry_bytes)
+    }
+
     /// The Kafka options, if brokers were given.
     pub fn kafka(&self) -> Option<KafkaOptions> {
         self.kafka_brokers.as_ref().map(|b| KafkaOptions {
             options: self.kafka_options.clone(),
+            limits: self.limits(),
             ..KafkaOptions::new(b)
         })
     }
@@ -81,11 +102,11 @@ impl LogPortArgs {
 
     /// Creates the four topics if they are missing.
     pub async fn ensure_topics(&self, log: &Log) -> Result<()> {
-        log.ensure_topics(
-            &self
-                .topics()
-                .specs(self.partitions, self.replication_factor),
-        )
+        log.ensure_topics(&self.topics().specs(
+            self.partitions,
+            self.replication_factor,
+            self.limits(),
+        ))
         .await
     }
 }

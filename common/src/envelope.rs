@@ -35,8 +35,13 @@ pub mod dlq {
     pub const KIND: &str = "tt.error.kind";
     /// The stream version the record was checked against.
     pub const STREAM_VERSION: &str = "tt.stream_version";
-    /// A JSON array of every violation.
+    /// A JSON array of the first violations (bounded; see [`crate::dead_letter`]).
     pub const DETAILS: &str = "tt.error.details";
+    /// How many violations there were, listed or not.
+    pub const VIOLATIONS_TOTAL: &str = "tt.error.violations_total";
+    /// What was left out of the dead letter to fit the log's limit, as `part:bytes` pairs
+    /// (`value`, `headers`, `key`); absent when nothing was.
+    pub const OMITTED: &str = "tt.error.omitted";
 }
 
 /// A validated entry on `entries.valid`.

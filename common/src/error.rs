@@ -31,6 +31,9 @@ pub enum Error {
     /// A topic is missing or has an unexpected shape.
     #[error("topic {0}: {1}")]
     Topic(String, String),
+    /// The log is busy: its write queue is full; try again shortly.
+    #[error("the log's write queue is full")]
+    Busy,
     /// The log is shutting down: its background task has ended.
     #[error("the log is closed")]
     Closed,

@@ -141,19 +141,31 @@ pub fn body_or_refusal(
         .then(move |length: Option<u64>, stream| collect(length, stream, limit))
 }
 
+/// The most of a refused body that is read and thrown away before the 413 is sent, and the
+/// longest that takes. A client still writing its body when the server answers and closes gets
+/// a broken pipe, not the answer, which is what clients that write first and read second (most
+/// of them) see; reading the rest first lets them read the 413. A larger body, or a slower one,
+/// gets the connection closed instead.
+const DISCARD_BYTES: u64 = 64 * 1024 * 1024;
+const DISCARD_TIME: std::time::Duration = std::time::Duration::from_secs(5);
+
 async fn collect<S, B>(length: Option<u64>, stream: S, limit: u64) -> Result<Bytes, warp::Rejection>
 where
     S: futures::Stream<Item = Result<B, warp::Error>>,
     B: Buf,
 {
+    let mut stream = std::pin::pin!(stream);
     if length.is_some_and(|l| l > limit) {
+        if length.is_some_and(|l| l <= DISCARD_BYTES) {
+            discard(stream.as_mut(), 0).await;
+        }
         return Err(warp::reject::custom(BodyTooLarge { limit }));
     }
-    let mut stream = std::pin::pin!(stream);
     let mut body = BytesMut::with_capacity(length.unwrap_or(0) as usize);
     while let Some(chunk) = stream.next().await {
         let mut chunk = chunk.map_err(|e| warp::reject::custom(BodyUnreadable(e.to_string())))?;
         if (body.len() + chunk.remaining()) as u64 > limit {
+            discard(stream.as_mut(), body.len() as u64).await;
             return Err(warp::reject::custom(BodyTooLarge { limit }));
         }
         while chunk.has_remaining() {
@@ -164,6 +176,24 @@ where
         }
     }
     Ok(body.freeze())
+}
+
+/// Reads the rest of a refused body without keeping it, within [`DISCARD_BYTES`] (counting the
+/// `read` bytes already taken) and [`DISCARD_TIME`].
+async fn discard<S, B>(mut stream: std::pin::Pin<&mut S>, mut read: u64)
+where
+    S: futures::Stream<Item = Result<B, warp::Error>>,
+    B: Buf,
+{
+    let _ = tokio::time::timeout(DISCARD_TIME, async {
+        while let Some(Ok(chunk)) = stream.next().await {
+            read += chunk.remaining() as u64;
+            if read > DISCARD_BYTES {
+                return;
+            }
+        }
+    })
+    .await;
 }
 
 /// The credential a request carried, if any: from `Authorization: Bearer`, `X-Api-Key`,
@@ -247,5 +277,77 @@ mod tests {
         assert_eq!(percent_decode("abc"), "abc");
         assert_eq!(percent_decode("bad%zz"), "bad%zz");
         assert_eq!(percent_decode("end%4"), "end%4");
+    }
+
+    /// A client writing a body over the limit reads the 413, rather than a broken pipe or a
+    /// reset connection, whether the limit is seen from the `Content-Length` or while reading.
+    #[tokio::test]
+    async fn a_client_still_writing_an_oversized_body_reads_the_413() {
+        let routes = warp::post()
+            .and(body_or_refusal(1024 * 1024))
+            .map(|b: Result<Bytes, warp::Rejection>| {
+                let status = match b {
+                    Ok(_) => StatusCode::OK,
+                    Err(r) if r.find::<BodyTooLarge>().is_some() => StatusCode::PAYLOAD_TOO_LARGE,
+                    Err(_) => StatusCode::BAD_REQUEST,
+                };
+                warp::reply::with_status("", status).into_response()
+            })
+            .recover(not_found)
+            .unify();
+        let stop = CancellationToken::new();
+        let (addr, server) =
+            spawn_server("test", "127.0.0.1:0".parse().unwrap(), routes, stop.clone())
+                .await
+                .unwrap();
+        // A client that writes its whole request before it reads, as most device libraries do;
+        // 8 MiB is far more than the socket buffers take, so it is still writing when the
+        // server has decided.
+        for chunked in [false, true] {
+            use tokio::io::{AsyncReadExt, AsyncWriteExt};
+            let mut conn = tokio::net::TcpStream::connect(addr).await.unwrap();
+            let body = vec![b'x'; 8 * 1024 * 1024];
+            let head = if chunked {
+                "POST / HTTP/1.1\r\nhost: x\r\ntransfer-encoding: chunked\r\n\r\n".to_owned()
+            } else {
+                format!(
+                    "POST / HTTP/1.1\r\nhost: x\r\ncontent-length: {}\r\n\r\n",
+                    body.len()
+                )
+            };
+            conn.write_all(head.as_bytes()).await.unwrap();
+            if chunked {
+                for part in body.chunks(64 * 1024) {
+                    let size = format!("{:x}\r\n", part.len());
+                    conn.write_all(size.as_bytes())
+                        .await
+                        .expect("writes the body");
+                    conn.write_all(part).await.expect("writes the body");
+                    conn.write_all(b"\r\n").await.expect("writes the body");
+                }
+                conn.write_all(b"0\r\n\r\n").await.expect("writes the body");
+            } else {
+                conn.write_all(&body)
+                    .await
+                    .expect("the server reads the body it refuses");
+            }
+            let mut answer = vec![0; 64];
+            let n = conn.read(&mut answer).await.unwrap();
+            let answer = String::from_utf8_lossy(&answer[..n]);
+            assert!(
+                answer.starts_with("HTTP/1.1 413"),
+                "chunked {chunked}: {answer}"
+            );
+        }
+        let client = reqwest::Client::new();
+        let ok = client
+            .post(format!("http://{addr}/"))
+            .body(vec![b'x'; 1024])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(ok.status(), StatusCode::OK);
+        stop.cancel();
+        server.await.unwrap();
     }
 }

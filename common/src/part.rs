@@ -6,6 +6,7 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::LogPortArgs;
+use crate::limits::SizeLimits;
 use crate::log::Log;
 use crate::registry::Registry;
 use crate::topics::Topics;
@@ -14,7 +15,8 @@ use crate::Result;
 /// How long a part waits at start-up for the registry to read the streams topic.
 const REGISTRY_START: Duration = Duration::from_secs(30);
 
-/// A part's shared handles. Cheap to clone.
+/// A started part: the log, its topic names and the live stream registry, shared by everything
+/// the part runs. Cheap to clone.
 #[derive(Debug, Clone)]
 pub struct Part {
     /// The log port.
@@ -23,6 +25,8 @@ pub struct Part {
     pub topics: Topics,
     /// The live stream registry.
     pub registry: Arc<Registry>,
+    /// How large entries and the records made of them may be.
+    pub limits: SizeLimits,
 }
 
 impl Part {
@@ -38,6 +42,7 @@ impl Part {
             log,
             topics,
             registry,
+            limits: args.limits(),
         })
     }
 }

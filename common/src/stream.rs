@@ -96,19 +96,70 @@ pub enum LeafType {
 impl LeafType {
     /// The type a schema gives a property: its `type` (the first non-null one of a list), with
     /// `format: date-time` strings as times, and objects, arrays and untyped properties as JSON.
-    /// Every store and every conversion asks this one function.
+    /// Every store and every conversion asks this function (or [`LeafType::each_of`]).
     pub fn of(property: &Value) -> LeafType {
-        match schema_type(property) {
-            Some("integer") => LeafType::Integer,
-            Some("number") => LeafType::Float,
-            Some("boolean") => LeafType::Boolean,
-            Some("string")
-                if property.get("format").and_then(Value::as_str) == Some("date-time") =>
-            {
+        schema_type(property).map_or(LeafType::Json, |t| Self::named(t, property))
+    }
+
+    /// Every type a schema allows a property, in the order it lists them, `null` left out.
+    pub fn each_of(property: &Value) -> Vec<LeafType> {
+        match property.get("type") {
+            Some(Value::String(t)) => vec![Self::named(t, property)],
+            Some(Value::Array(ts)) => ts
+                .iter()
+                .filter_map(Value::as_str)
+                .filter(|t| *t != "null")
+                .map(|t| Self::named(t, property))
+                .collect(),
+            _ => vec![],
+        }
+    }
+
+    /// Whether a schema allows a property to be `null`.
+    pub fn nullable(property: &Value) -> bool {
+        match property.get("type") {
+            Some(Value::String(t)) => t == "null",
+            Some(Value::Array(ts)) => ts.iter().any(|t| t == "null"),
+            _ => false,
+        }
+    }
+
+    fn named(name: &str, property: &Value) -> LeafType {
+        match name {
+            "integer" => LeafType::Integer,
+            "number" => LeafType::Float,
+            "boolean" => LeafType::Boolean,
+            "string" if property.get("format").and_then(Value::as_str) == Some("date-time") => {
                 LeafType::Time
             }
-            Some("string") => LeafType::String,
+            "string" => LeafType::String,
             _ => LeafType::Json,
+        }
+    }
+
+    /// A text (a form value, say) read as this type: an integer also from a whole float
+    /// (`21.0`), a boolean also from `1` and `0`, a string (or time) as it is. `None` if it does
+    /// not read as this type, and always for JSON.
+    pub fn from_text(self, text: &str) -> Option<Value> {
+        let trimmed = text.trim();
+        match self {
+            LeafType::Integer => trimmed.parse::<i64>().ok().map(Value::from).or_else(|| {
+                let f = trimmed.parse::<f64>().ok()?;
+                (f.is_finite() && f.fract() == 0.0 && f.abs() < 9.0e15)
+                    .then(|| Value::from(f as i64))
+            }),
+            LeafType::Float => trimmed
+                .parse::<f64>()
+                .ok()
+                .and_then(serde_json::Number::from_f64)
+                .map(Value::Number),
+            LeafType::Boolean => match trimmed.to_ascii_lowercase().as_str() {
+                "true" | "1" => Some(Value::Bool(true)),
+                "false" | "0" => Some(Value::Bool(false)),
+                _ => None,
+            },
+            LeafType::String | LeafType::Time => Some(Value::String(text.to_owned())),
+            LeafType::Json => None,
         }
     }
 

@@ -1,5 +1,6 @@
 //! Topic names, derived from the configured prefix.
 
+use crate::limits::SizeLimits;
 use crate::log::TopicSpec;
 
 /// The four topics of a ThingTotal deployment.
@@ -36,14 +37,16 @@ impl Topics {
         format!("{}-{role}", self.prefix)
     }
 
-    /// What to create at start-up: the entry topics get `partitions`, the streams topic is
-    /// compacted with a single partition so that every reader sees one total order of changes.
-    pub fn specs(&self, partitions: i32, replication: i32) -> Vec<TopicSpec> {
+    /// What to create at start-up: the entry topics get `partitions` and take the largest
+    /// record any part produces under `limits`; the streams topic is compacted with a single
+    /// partition so that every reader sees one total order of changes.
+    pub fn specs(&self, partitions: i32, replication: i32, limits: SizeLimits) -> Vec<TopicSpec> {
         let entry = |name: &str| TopicSpec {
             name: name.to_owned(),
             partitions,
             replication,
             compacted: false,
+            max_message_bytes: Some(limits.max_topic_message_bytes()),
         };
         vec![
             TopicSpec {
@@ -51,6 +54,7 @@ impl Topics {
                 partitions: 1,
                 replication,
                 compacted: true,
+                max_message_bytes: None,
             },
             entry(&self.raw),
             entry(&self.valid),
@@ -74,9 +78,13 @@ mod tests {
             Topics::new("thingtotal").group("validator"),
             "thingtotal-validator"
         );
-        let specs = t.specs(6, 3);
+        let limits = SizeLimits::new(1000);
+        let specs = t.specs(6, 3, limits);
         assert_eq!(specs[0].partitions, 1);
         assert!(specs[0].compacted);
         assert!(specs[1..].iter().all(|s| s.partitions == 6 && !s.compacted));
+        assert!(specs[1..]
+            .iter()
+            .all(|s| s.max_message_bytes == Some(limits.max_topic_message_bytes())));
     }
 }

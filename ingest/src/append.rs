@@ -1,4 +1,4 @@
-//! Authenticating a write and publishing its entries to `entries.raw`: shared by the native
+//! Authenticating a write and appending its entries to `entries.raw`: shared by the native
 //! endpoint and the ThingSpeak-compatible ones, which differ only in how they answer.
 
 use std::sync::Arc;
@@ -14,7 +14,7 @@ use uuid::Uuid;
 
 use crate::{telemetry, Ingest};
 
-/// Why a write was refused before anything was published.
+/// Why a write was refused before anything was appended.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Refused {
     /// No write key was sent.
@@ -25,11 +25,18 @@ pub(crate) enum Refused {
     UnknownStream,
     /// The log did not acknowledge in time (or failed); nothing is reported as accepted.
     Unavailable(String),
+    /// Entry `index` (from 0) is `size` bytes with its headers, more than the log takes
+    /// (`limit`); nothing of the request was appended.
+    TooLarge {
+        index: usize,
+        size: usize,
+        limit: usize,
+    },
 }
 
 /// What the log acknowledged for one request.
 #[derive(Debug, Clone)]
-pub(crate) struct Accepted {
+pub(crate) struct Appended {
     /// Each entry's id, in request order.
     pub(crate) entry_ids: Vec<Uuid>,
     /// Each entry's offset in `entries.raw` plus one, in request order.
@@ -79,25 +86,16 @@ impl Ingest {
     }
 
     /// Appends `entries` to `entries.raw` and waits, at most the configured deadline, until the
-    /// log acknowledged every one of them.
-    pub(crate) async fn publish(
+    /// log acknowledged every one of them. `device_times[i]`, if there is one, goes into entry
+    /// `i`'s `tt.created_at` header. If any entry is larger than the log takes, none is
+    /// appended.
+    pub(crate) async fn append(
         &self,
         stream: &StreamRecord,
         entries: Vec<Bytes>,
+        device_times: &[Option<DateTime<Utc>>],
         source: &'static str,
-    ) -> Result<Accepted, Refused> {
-        self.append(stream, entries, &[], source).await
-    }
-
-    /// [`Ingest::publish`] for entries that may carry a device time outside their data:
-    /// `created_at[i]`, if there is one, goes into entry `i`'s `tt.created_at` header.
-    pub(crate) async fn publish_timed(
-        &self,
-        stream: &StreamRecord,
-        entries: Vec<Bytes>,
-        created_at: &[Option<DateTime<Utc>>],
-        source: &'static str,
-    ) -> Result<Accepted, Refused> {
+    ) -> Result<Appended, Refused> {
         let received_at = Utc::now();
         let key = stream.key();
         let source_name = source;
@@ -119,7 +117,7 @@ impl Ingest {
                     ),
                     (envelope::SOURCE.to_owned(), source.clone()),
                 ];
-                if let Some(Some(t)) = created_at.get(i) {
+                if let Some(Some(t)) = device_times.get(i) {
                     headers.push((
                         envelope::CREATED_AT.to_owned(),
                         Bytes::from(format_time(*t)),
@@ -133,26 +131,40 @@ impl Ingest {
                 }
             })
             .collect();
+        // Every entry is checked before any is appended, so that a refused request stores
+        // nothing.
+        let limits = self.part.limits;
+        if let Some((index, r)) = records
+            .iter()
+            .enumerate()
+            .find(|(_, r)| !limits.entry_fits(r))
+        {
+            return Err(Refused::TooLarge {
+                index,
+                size: r.wire_size(),
+                limit: limits.max_entry_bytes,
+            });
+        }
         let n = records.len();
         let started = Instant::now();
-        let appended = tokio::time::timeout(
-            self.limits.ack_timeout,
-            self.part.log.append(&self.part.topics.raw, records),
-        )
-        .await;
+        let appended = self
+            .part
+            .log
+            .append_within(&self.part.topics.raw, records, self.limits.ack_timeout)
+            .await;
         telemetry::append_answered(started.elapsed());
         let positions = match appended {
-            Ok(Ok(p)) => p,
-            Ok(Err(e)) => return Err(Refused::Unavailable(e.to_string())),
-            Err(_) => {
+            Ok(p) => p,
+            Err(thingtotal_common::Error::Timeout { .. }) => {
                 return Err(Refused::Unavailable(format!(
                     "the log did not acknowledge within {:?}",
                     self.limits.ack_timeout
                 )))
             }
+            Err(e) => return Err(Refused::Unavailable(e.to_string())),
         };
         telemetry::entries_accepted(source_name, n);
-        Ok(Accepted {
+        Ok(Appended {
             entry_ids,
             seq: positions.iter().map(|p| p.offset as u64 + 1).collect(),
             received_at,

@@ -5,15 +5,17 @@
 //! time and its source, and appends them to `entries.raw`, keyed by stream id. It answers `202`
 //! only once the log has acknowledged every entry of the request (`acks=all` on Kafka, fsync on
 //! the embedded log), so an acknowledged entry is never lost. If the log cannot take them within
-//! the deadline it answers `503` with `Retry-After`, and reports nothing as accepted.
+//! the deadline it answers `503` with `Retry-After`, and reports nothing as accepted. Every
+//! entry's size is checked against what the log takes (`--max-entry-bytes`) before any is
+//! appended, so a request with an entry too large gets `413` and stores nothing.
 //!
 //! A retrying client can see duplicates: entries of a request that timed out may still be stored
 //! after the `503`, and a retry stores them again, with new entry ids. What it never sees is a
 //! `202` for an entry that was not stored.
 
+mod append;
 mod native;
 pub mod openapi;
-mod append;
 mod split;
 mod telemetry;
 mod thingspeak;
@@ -24,8 +26,8 @@ use std::time::Duration;
 use clap::Args;
 use thingtotal_common::config::LogPortArgs;
 use thingtotal_common::log::Log;
-use thingtotal_common::problem::{self, respond};
 use thingtotal_common::part::Part;
+use thingtotal_common::problem::{self, respond};
 use thingtotal_common::{http, CancellationToken};
 use warp::filters::BoxedFilter;
 use warp::reply::Response;

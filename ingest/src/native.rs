@@ -38,6 +38,20 @@ impl From<Refused> for Problem {
             ),
             Refused::WrongKey => Problem::forbidden("the key is not this stream's write key"),
             Refused::UnknownStream => Problem::not_found("no such stream"),
+            Refused::TooLarge { index, size, limit } => Problem {
+                errors: vec![Violation {
+                    pointer: format!("/{index}"),
+                    detail: format!("{size} bytes with its headers"),
+                }],
+                ..Problem::new(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "entry-too-large",
+                    format!(
+                        "entry {index} is {size} bytes with its headers; an entry may be at most \
+                         {limit} bytes; nothing of the request was stored"
+                    ),
+                )
+            },
             Refused::Unavailable(detail) => {
                 tracing::warn!(%detail, "write not acknowledged");
                 Problem::unavailable(format!("the entries were not stored; retry: {detail}"))
@@ -150,7 +164,7 @@ pub(crate) enum EntriesBody {
         (status = 401, description = "No write key", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "Not the stream's write key", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such stream", body = Problem, content_type = "application/problem+json"),
-        (status = 413, description = "Body, inflated body or entry count over the limit", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "Body, inflated body, entry count or an entry (`errors` points at it) over the limit; nothing was stored", body = Problem, content_type = "application/problem+json"),
         (status = 415, description = "Unsupported content type or encoding", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "The log did not acknowledge in time; nothing was accepted; retry after Retry-After", body = Problem, content_type = "application/problem+json"),
     ),

@@ -4,8 +4,7 @@ use std::time::{Duration, Instant};
 
 use reqwest::{Client, Method, StatusCode};
 use serde_json::{json, Value};
-
-use crate::harness::{random_prefix, start_api, start_part, ApiProcess, ADMIN};
+use thingtotal_testkit::{random_prefix, start_api, start_part, Process, ADMIN_TOKEN};
 
 async fn call(
     method: Method,
@@ -27,11 +26,11 @@ async fn call(
 }
 
 /// Creates a stream through `api` and returns the answer, keys included.
-async fn create(api: &ApiProcess, name: &str, public: bool) -> Value {
+async fn create(api: &Process, name: &str, public: bool) -> Value {
     let (s, created) = call(
         Method::POST,
         format!("{}/api/streams", api.base),
-        Some(ADMIN),
+        Some(ADMIN_TOKEN),
         Some(definition(name, public)),
     )
     .await;
@@ -55,7 +54,7 @@ fn definition(name: &str, public: bool) -> Value {
 }
 
 /// Posts one entry to stream `id` through an ingest process, with the write key `key`.
-async fn post_entry(ingest: &ApiProcess, id: u64, key: &str) -> StatusCode {
+async fn post_entry(ingest: &Process, id: u64, key: &str) -> StatusCode {
     Client::new()
         .post(format!("{}/api/streams/{id}/entries", ingest.base))
         .header("x-api-key", key)
@@ -87,7 +86,7 @@ async fn streams_have_a_full_crud_cycle() {
     assert!(created["write_key"].as_str().unwrap().len() >= 43);
 
     // Read with the admin token or the read key; the keys are never shown again.
-    for key in [ADMIN, read_key.as_str()] {
+    for key in [ADMIN_TOKEN, read_key.as_str()] {
         let (s, got) = call(
             Method::GET,
             url(&format!("/api/streams/{id}")),
@@ -101,7 +100,7 @@ async fn streams_have_a_full_crud_cycle() {
         assert!(got.get("write_key_sha256").is_none());
     }
     // Listing: the admin sees it, an anonymous caller does not (it is private).
-    let (_, all) = call(Method::GET, url("/api/streams"), Some(ADMIN), None).await;
+    let (_, all) = call(Method::GET, url("/api/streams"), Some(ADMIN_TOKEN), None).await;
     assert!(all["streams"]
         .as_array()
         .unwrap()
@@ -122,7 +121,7 @@ async fn streams_have_a_full_crud_cycle() {
     let (s, updated) = call(
         Method::PUT,
         url(&format!("/api/streams/{id}")),
-        Some(ADMIN),
+        Some(ADMIN_TOKEN),
         Some(changed),
     )
     .await;
@@ -156,7 +155,7 @@ async fn streams_have_a_full_crud_cycle() {
         call(
             Method::POST,
             url("/api/streams"),
-            Some(ADMIN),
+            Some(ADMIN_TOKEN),
             Some(definition(&format!("p{i}"), false)),
         )
         .await;
@@ -167,7 +166,7 @@ async fn streams_have_a_full_crud_cycle() {
         let (_, page) = call(
             Method::GET,
             url(&format!("/api/streams?limit=2&after={after}")),
-            Some(ADMIN),
+            Some(ADMIN_TOKEN),
             None,
         )
         .await;
@@ -191,7 +190,7 @@ async fn streams_have_a_full_crud_cycle() {
     let (s, _) = call(
         Method::DELETE,
         url(&format!("/api/streams/{id}")),
-        Some(ADMIN),
+        Some(ADMIN_TOKEN),
         None,
     )
     .await;
@@ -199,7 +198,7 @@ async fn streams_have_a_full_crud_cycle() {
     let (s, p) = call(
         Method::GET,
         url(&format!("/api/streams/{id}")),
-        Some(ADMIN),
+        Some(ADMIN_TOKEN),
         None,
     )
     .await;
@@ -226,7 +225,7 @@ async fn keys_are_shown_once_and_rotation_retires_the_old_key() {
     let (s, rotated) = call(
         Method::POST,
         url(&format!("/api/streams/{id}/keys")),
-        Some(ADMIN),
+        Some(ADMIN_TOKEN),
         Some(json!({"rotate": "write"})),
     )
     .await;
@@ -263,7 +262,7 @@ async fn keys_are_shown_once_and_rotation_retires_the_old_key() {
     let (_, rotated) = call(
         Method::POST,
         url(&format!("/api/streams/{id}/keys")),
-        Some(ADMIN),
+        Some(ADMIN_TOKEN),
         None,
     )
     .await;
@@ -342,7 +341,9 @@ async fn every_error_is_a_precise_problem() {
     };
     // 400: not JSON.
     let p = check(
-        post(b"{\"name\": ".to_vec(), Some(ADMIN)).await.unwrap(),
+        post(b"{\"name\": ".to_vec(), Some(ADMIN_TOKEN))
+            .await
+            .unwrap(),
         StatusCode::BAD_REQUEST,
     )
     .await;
@@ -352,7 +353,7 @@ async fn every_error_is_a_precise_problem() {
     bad["fields"] = json!(["nope"]);
     bad["colour"] = json!(1);
     let p = check(
-        post(serde_json::to_vec(&bad).unwrap(), Some(ADMIN))
+        post(serde_json::to_vec(&bad).unwrap(), Some(ADMIN_TOKEN))
             .await
             .unwrap(),
         StatusCode::UNPROCESSABLE_ENTITY,
@@ -361,7 +362,7 @@ async fn every_error_is_a_precise_problem() {
     assert_eq!(p["errors"][0]["pointer"], "/colour");
     bad.as_object_mut().unwrap().remove("colour");
     let p = check(
-        post(serde_json::to_vec(&bad).unwrap(), Some(ADMIN))
+        post(serde_json::to_vec(&bad).unwrap(), Some(ADMIN_TOKEN))
             .await
             .unwrap(),
         StatusCode::UNPROCESSABLE_ENTITY,
@@ -377,9 +378,12 @@ async fn every_error_is_a_precise_problem() {
     let mut not_a_schema = definition("s", false);
     not_a_schema["schema"]["properties"]["temperature"]["type"] = json!("numberish");
     let p = check(
-        post(serde_json::to_vec(&not_a_schema).unwrap(), Some(ADMIN))
-            .await
-            .unwrap(),
+        post(
+            serde_json::to_vec(&not_a_schema).unwrap(),
+            Some(ADMIN_TOKEN),
+        )
+        .await
+        .unwrap(),
         StatusCode::UNPROCESSABLE_ENTITY,
     )
     .await;
@@ -419,7 +423,7 @@ async fn every_error_is_a_precise_problem() {
     for m in [Method::GET, Method::PUT, Method::DELETE] {
         let r = Client::new()
             .request(m, url("/api/streams/999"))
-            .bearer_auth(ADMIN)
+            .bearer_auth(ADMIN_TOKEN)
             .json(&definition("x", false))
             .send()
             .await
@@ -428,7 +432,7 @@ async fn every_error_is_a_precise_problem() {
     }
     let r = Client::new()
         .post(url("/api/streams/999/keys"))
-        .bearer_auth(ADMIN)
+        .bearer_auth(ADMIN_TOKEN)
         .send()
         .await
         .unwrap();
@@ -437,7 +441,7 @@ async fn every_error_is_a_precise_problem() {
     let mut huge = definition("h", false);
     huge["description"] = json!("x".repeat(300 * 1024));
     check(
-        post(serde_json::to_vec(&huge).unwrap(), Some(ADMIN))
+        post(serde_json::to_vec(&huge).unwrap(), Some(ADMIN_TOKEN))
             .await
             .unwrap(),
         StatusCode::PAYLOAD_TOO_LARGE,
@@ -446,14 +450,14 @@ async fn every_error_is_a_precise_problem() {
     // 400: a bad parameter.
     let r = Client::new()
         .get(url("/api/streams?limit=0"))
-        .bearer_auth(ADMIN)
+        .bearer_auth(ADMIN_TOKEN)
         .send()
         .await
         .unwrap();
     check(r, StatusCode::BAD_REQUEST).await;
     let r = Client::new()
         .get(url("/api/streams?limit=ten"))
-        .bearer_auth(ADMIN)
+        .bearer_auth(ADMIN_TOKEN)
         .send()
         .await
         .unwrap();
@@ -472,7 +476,7 @@ async fn a_second_instance_sees_changes_and_a_restart_keeps_every_stream() {
         let (s, _) = call(
             Method::GET,
             format!("{}/api/streams/{id}", second.base),
-            Some(ADMIN),
+            Some(ADMIN_TOKEN),
             None,
         )
         .await;
@@ -492,7 +496,7 @@ async fn a_second_instance_sees_changes_and_a_restart_keeps_every_stream() {
     let (_, all) = call(
         Method::GET,
         format!("{}/api/streams", restarted.base),
-        Some(ADMIN),
+        Some(ADMIN_TOKEN),
         None,
     )
     .await;
@@ -509,7 +513,7 @@ async fn a_second_instance_sees_changes_and_a_restart_keeps_every_stream() {
     let (_, got) = call(
         Method::GET,
         format!("{}/api/streams/{id}", restarted.base),
-        Some(ADMIN),
+        Some(ADMIN_TOKEN),
         None,
     )
     .await;
@@ -642,7 +646,7 @@ async fn the_openapi_document_matches_the_routes_both_ways() {
         let (s, b) = call(
             Method::from_bytes(method.as_bytes()).unwrap(),
             url,
-            Some(ADMIN),
+            Some(ADMIN_TOKEN),
             body,
         )
         .await;

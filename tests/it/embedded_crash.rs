@@ -35,6 +35,7 @@ async fn embedded_writer_child() {
         partitions: 3,
         replication: 1,
         compacted: false,
+        max_message_bytes: None,
     }])
     .await
     .unwrap();

@@ -1,8 +1,7 @@
 //! InfluxDB: a line-protocol write through the influxdb2 client, read back with InfluxQL.
 
 use serde_json::Value;
-
-use crate::harness::{influx_database, services};
+use thingtotal_testkit::{influx_database, services};
 
 #[tokio::test]
 async fn line_protocol_written_with_influxdb2_reads_back_with_influxql() {

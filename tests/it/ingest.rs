@@ -10,8 +10,9 @@ use serde_json::{json, Value};
 use std::time::Duration;
 
 use thingtotal_common::topics::Topics;
+use thingtotal_testkit::{pipeline, start_part, stream, Pipeline};
 
-use crate::harness::{metric, pipeline, raw_entries, read_topic, start_part, stream, Pipeline};
+use crate::harness::{metric, raw_entries, read_topic};
 
 fn gzip(bytes: &[u8]) -> Vec<u8> {
     let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
@@ -322,6 +323,71 @@ async fn every_ingest_error_has_its_status() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_entry_larger_than_the_log_takes_gets_413_and_nothing_of_its_request_is_stored() {
+    let p = pipeline("entry-size", &[]).await;
+    let (id, key, _) = stream(&p.api, schema()).await;
+    // The second of three entries is 1,000,001 bytes: within the body limit (1 MiB), over what
+    // the log takes.
+    let empty = "{\"t\":2,\"pad\":\"\"}";
+    let second = format!(
+        "{{\"t\":2,\"pad\":\"{}\"}}",
+        "x".repeat(1_000_001 - empty.len())
+    );
+    assert_eq!(second.len(), 1_000_001);
+    let body = format!("[{{\"t\":1}},{second},{{\"t\":3}}]");
+    let r = post(
+        &p,
+        id,
+        Some(&key),
+        "application/json",
+        body.into_bytes(),
+        false,
+    )
+    .await;
+    assert_eq!(r.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    assert_eq!(r.headers()["content-type"], "application/problem+json");
+    let e: Value = r.json().await.unwrap();
+    assert_eq!(e["errors"][0]["pointer"], "/1", "{e}");
+    assert!(e["detail"].as_str().unwrap().contains("983040"), "{e}");
+    // The ThingSpeak routes answer in their own dialect.
+    let c = Client::new();
+    let r = c
+        .post(format!("{}/update", p.ingest.base))
+        .form(&[
+            ("api_key", key.as_str()),
+            ("field1", &"x".repeat(1_000_001)),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    assert_eq!(r.text().await.unwrap(), "0");
+    let r = c
+        .post(format!("{}/channels/{id}/bulk_update.json", p.ingest.base))
+        .json(&json!({"write_api_key": key, "updates": [
+            {"delta_t": 0, "field1": "1"}, {"delta_t": 1, "field1": "x".repeat(1_000_001)}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    let e: Value = r.json().await.unwrap();
+    assert_eq!(e["error"]["error_code"], "error_request_too_large", "{e}");
+    // Nothing of those requests was stored: the next request's entry is the only one.
+    let r = post(
+        &p,
+        id,
+        Some(&key),
+        "application/json",
+        b"{\"t\":4}".to_vec(),
+        false,
+    )
+    .await;
+    assert_eq!(r.status(), StatusCode::ACCEPTED);
+    let raw = read_topic(&Topics::new(&p.prefix).raw, 1, Duration::from_secs(30)).await;
+    assert_eq!(raw[0].value.as_deref(), Some(&b"{\"t\":4}"[..]));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn thingspeak_writes_become_typed_entries_with_thingspeak_answers() {
     let p = pipeline("thingspeak", &[]).await;
     let (id, key, _) = stream(
@@ -436,8 +502,26 @@ async fn thingspeak_writes_become_typed_entries_with_thingspeak_answers() {
     let e: Value = r.json().await.unwrap();
     assert_eq!(e["status"], "413");
     assert_eq!(e["error"]["error_code"], "error_request_too_large");
+    // A delta_t that no time can be that far from is a 400, not a panic, and stores nothing.
+    let r = c
+        .post(format!("{}/channels/{id}/bulk_update.json", p.ingest.base))
+        .json(&json!({"write_api_key": key, "updates": [{"delta_t": 0, "field1": 1}, {"delta_t": 1e13, "field1": 2}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    let e: Value = r.json().await.unwrap();
+    assert_eq!(e["error"]["error_code"], "error_bad_request");
+    assert!(
+        e["error"]["details"]
+            .as_str()
+            .unwrap()
+            .contains("update 1: delta_t"),
+        "{e}"
+    );
     // The entries on entries.raw, typed by the schema.
     let raw = raw_entries(&p.prefix, 5).await;
+    assert_eq!(raw.len(), 5, "nothing of a refused request is stored");
     let data: Vec<Value> = raw
         .iter()
         .map(|c| serde_json::from_slice(c.value.as_deref().unwrap()).unwrap())

@@ -17,6 +17,7 @@ fn spec(name: &str, partitions: i32) -> TopicSpec {
         partitions,
         replication: 1,
         compacted: false,
+        max_message_bytes: None,
     }
 }
 
@@ -383,8 +384,8 @@ macro_rules! conformance {
             $(
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn $name() {
-                    let prefix = crate::harness::random_prefix(stringify!($name));
-                    super::$name(crate::harness::kafka(), &prefix).await;
+                    let prefix = thingtotal_testkit::random_prefix(stringify!($name));
+                    super::$name(thingtotal_testkit::kafka(), &prefix).await;
                 }
             )*
         }
@@ -407,3 +408,52 @@ conformance!(
     produce_and_commit_atomically,
     offsets_for_time,
 );
+
+/// The size limits hold on Kafka: a record as large as the producers' limit (by
+/// `Record::wire_size`) is taken by both kinds of producer and by a topic created with the limits,
+/// even above the broker's default limit (1,048,588 bytes) and when it does not compress.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kafka_takes_records_as_large_as_the_size_limits_allow() {
+    use thingtotal_common::limits::SizeLimits;
+    use thingtotal_common::log::{KafkaLog, KafkaOptions};
+    let limits = SizeLimits::new(2 * 1024 * 1024);
+    let log = Log::Kafka(
+        KafkaLog::connect(KafkaOptions {
+            limits,
+            ..KafkaOptions::new(thingtotal_testkit::services().kafka_brokers.clone())
+        })
+        .unwrap(),
+    );
+    let topic = format!("{}.t", thingtotal_testkit::random_prefix("sizes"));
+    log.ensure_topics(&[TopicSpec {
+        max_message_bytes: Some(limits.max_topic_message_bytes()),
+        ..spec(&topic, 1)
+    }])
+    .await
+    .unwrap();
+    // Bytes that lz4 cannot shrink, so the batch is as large as the record.
+    let mut state = 0x2545_f491_4f6c_dd1d_u64;
+    let mut noise = move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state as u8
+    };
+    let mut largest = |n: u8| {
+        let mut r = Record::new("k", Vec::new()).header("n", vec![n]);
+        let value: Vec<u8> = (0..limits.max_record_bytes() - r.wire_size())
+            .map(|_| noise())
+            .collect();
+        r.value = Some(Bytes::from(value));
+        assert_eq!(r.wire_size(), limits.max_record_bytes());
+        r
+    };
+    let (first, second) = (largest(0), largest(1));
+    log.append(&topic, vec![first]).await.unwrap();
+    let mut c = log.consumer(group(&topic, &topic, true)).await.unwrap();
+    c.produce_and_commit(vec![(topic.clone(), second)], &[])
+        .await
+        .unwrap();
+    let read = read_all(&log, &topic, 0, 0, 2).await;
+    assert_eq!(read[1].header("n").map(|h| h.to_vec()), Some(vec![1]));
+}

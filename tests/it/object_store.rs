@@ -5,8 +5,9 @@ use std::time::Duration;
 
 use reqwest::{Client, StatusCode};
 use serde_json::{json, Value};
+use thingtotal_testkit::{feed_valid, random_prefix, services, start_part, stream, ADMIN_TOKEN};
 
-use crate::harness::{feed_valid, python, random_prefix, services, start_part, stream, ADMIN};
+use crate::harness::python;
 
 /// Objects under `prefix/` in the bucket, through the S3 API itself.
 async fn objects(endpoint: &str, bucket: &str, prefix: &str) -> usize {
@@ -76,7 +77,7 @@ async fn an_s3_archive_holds_every_entry_once_across_a_kill_and_reads_back() {
         async move {
             let r = Client::new()
                 .get(url)
-                .bearer_auth(ADMIN)
+                .bearer_auth(ADMIN_TOKEN)
                 .send()
                 .await
                 .unwrap();

@@ -9,9 +9,8 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use reqwest::{Client, StatusCode};
 use serde_json::{json, Map, Value};
-
-use crate::harness::{
-    influx_database, influxql, random_prefix, services, start_part, stream, ApiProcess, ADMIN,
+use thingtotal_testkit::{
+    influx_database, influxql, random_prefix, services, start_part, stream, Process, ADMIN_TOKEN,
 };
 
 /// 2026-01-05T00:00:00Z in milliseconds.
@@ -54,9 +53,9 @@ fn iso_ms(ms: i64) -> String {
 }
 
 struct Setup {
-    api: ApiProcess,
-    _parts: Vec<ApiProcess>,
-    ingest: ApiProcess,
+    api: Process,
+    _parts: Vec<Process>,
+    ingest: Process,
     id: u64,
     write_key: String,
     read_key: String,
@@ -640,7 +639,7 @@ async fn thingspeak_reads_and_rejected_entries_and_hostile_parameters() {
 
     // The channel's description: public fields for the admin; a private one needs it.
     let (status, _, body) = s
-        .get_text(&format!("/channels/{id}.json?api_key={ADMIN}"), None)
+        .get_text(&format!("/channels/{id}.json?api_key={ADMIN_TOKEN}"), None)
         .await;
     assert_eq!(status, StatusCode::OK, "{body}");
     let d: Value = serde_json::from_str(&body).unwrap();

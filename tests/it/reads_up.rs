@@ -8,8 +8,8 @@ use chrono::Utc;
 use reqwest::{Client, StatusCode};
 use serde_json::{json, Value};
 
-use crate::harness::{stream, ApiProcess, ADMIN};
 use crate::up::{post, start_up_env};
+use thingtotal_testkit::{stream, Process as ApiProcess, ADMIN_TOKEN as ADMIN};
 
 /// `up` on a directory of its own, with a public stream that has a number `t`, a string
 /// `note`, an integer `@sum` and its time in `at` (epoch ms).

@@ -32,7 +32,9 @@ fn stream(id: u64, version: u32) -> StreamRecord {
 
 async fn round_trip(log: Log, prefix: &str) {
     let topics = Topics::new(prefix);
-    log.ensure_topics(&topics.specs(2, 1)).await.unwrap();
+    log.ensure_topics(&topics.specs(2, 1, Default::default()))
+        .await
+        .unwrap();
     let shutdown = CancellationToken::new();
     let t = Duration::from_secs(30);
     let a = stream(1001, 1);
@@ -92,8 +94,8 @@ async fn round_trip(log: Log, prefix: &str) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn registry_round_trip_on_kafka() {
     round_trip(
-        crate::harness::kafka(),
-        &crate::harness::random_prefix("registry"),
+        thingtotal_testkit::kafka(),
+        &thingtotal_testkit::random_prefix("registry"),
     )
     .await;
 }

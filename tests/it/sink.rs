@@ -5,11 +5,12 @@ use std::time::Duration;
 use reqwest::{Client, StatusCode};
 use serde_json::{json, Value};
 use thingtotal_common::topics::Topics;
-
-use crate::harness::{
-    count, duckdb, feed_valid, influx_database, influxql, kafka, parquet_files, random_prefix,
-    services, start_api, start_part, stream,
+use thingtotal_testkit::{
+    count, feed_valid, influx_database, influxql, kafka, parquet_files, random_prefix, services,
+    start_api, start_part, stream,
 };
+
+use crate::harness::duckdb;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn entries_become_exactly_one_typed_point_each() {

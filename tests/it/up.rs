@@ -2,68 +2,44 @@
 //! runs it.
 
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use reqwest::{Client, StatusCode};
 use serde_json::{json, Value};
-
-use crate::harness::{free_port, parquet_files, walk, ApiProcess};
+use thingtotal_testkit::{create_stream, free_port, parquet_files, thingtotal_bin, walk, Process};
 
 /// Starts `thingtotal up` on `data_dir`, with no Kafka and no InfluxDB.
-async fn start_up(data_dir: &Path) -> ApiProcess {
+async fn start_up(data_dir: &Path) -> Process {
     start_up_with(data_dir, &[]).await
 }
 
 /// Starts `thingtotal up` on `data_dir` with extra arguments.
-async fn start_up_with(data_dir: &Path, args: &[&str]) -> ApiProcess {
+async fn start_up_with(data_dir: &Path, args: &[&str]) -> Process {
     start_up_env(data_dir, args, &[]).await
 }
 
 /// Starts `thingtotal up` on `data_dir` with extra arguments and environment variables.
-pub(crate) async fn start_up_env(
-    data_dir: &Path,
-    args: &[&str],
-    env: &[(&str, &str)],
-) -> ApiProcess {
-    let port = free_port();
-    let child = Command::new(env!("CARGO_BIN_EXE_thingtotal"))
-        .args(["up", "--data-dir"])
+pub(crate) async fn start_up_env(data_dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Process {
+    let port = free_port().unwrap();
+    let mut cmd = Command::new(thingtotal_bin().unwrap());
+    cmd.args(["up", "--data-dir"])
         .arg(data_dir)
         .args(["--http-addr", &format!("127.0.0.1:{port}")])
         .args(args)
         .env_clear()
         .env("PATH", std::env::var("PATH").unwrap_or_default())
         .env("RUST_LOG", "warn")
-        .envs(env.iter().copied())
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("start thingtotal up");
-    let up = ApiProcess {
-        child,
-        base: format!("http://127.0.0.1:{port}"),
-    };
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while Client::new()
-        .get(format!("{}/health", up.base))
-        .send()
+        .envs(env.iter().copied());
+    Process::spawn("up", cmd, port, None)
+        .expect("start thingtotal up")
+        .healthy()
         .await
-        .map(|r| r.status())
-        .ok()
-        != Some(StatusCode::OK)
-    {
-        assert!(
-            Instant::now() < deadline,
-            "thingtotal up did not become healthy"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    up
+        .unwrap_or_else(|e| panic!("thingtotal up did not become healthy: {e:#}"))
 }
 
 /// Sends SIGINT and waits for the process to exit by itself.
-fn interrupt(up: &mut ApiProcess) {
+fn interrupt(up: &mut Process) {
     let status = Command::new("kill")
         .args(["-INT", &up.child.id().to_string()])
         .status()
@@ -88,25 +64,14 @@ fn archive_rows(dir: &Path, sql: &str) -> Value {
     crate::harness::duckdb(dir, sql)
 }
 
-async fn create(up: &ApiProcess, token: &str) -> (u64, String, String) {
-    let r = Client::new()
-        .post(format!("{}/api/streams", up.base))
-        .bearer_auth(token)
-        .json(&json!({"name": "greenhouse", "schema": {"type": "object", "properties": {
-            "temperature": {"type": "number"}, "humidity": {"type": "integer"}}, "required": ["temperature"]}}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), StatusCode::CREATED);
-    let v: Value = r.json().await.unwrap();
-    (
-        v["id"].as_u64().unwrap(),
-        v["write_key"].as_str().unwrap().into(),
-        v["read_key"].as_str().unwrap().into(),
-    )
+async fn create(up: &Process, token: &str) -> (u64, String, String) {
+    let definition = json!({"name": "greenhouse", "schema": {"type": "object", "properties": {
+        "temperature": {"type": "number"}, "humidity": {"type": "integer"}}, "required": ["temperature"]}});
+    let s = create_stream(&up.base, token, &definition).await.unwrap();
+    (s.id, s.write_key, s.read_key)
 }
 
-pub(crate) async fn post(up: &ApiProcess, id: u64, key: &str, body: Value) -> Value {
+pub(crate) async fn post(up: &Process, id: u64, key: &str, body: Value) -> Value {
     let r = Client::new()
         .post(format!("{}/api/streams/{id}/entries", up.base))
         .header("x-api-key", key)
@@ -119,7 +84,7 @@ pub(crate) async fn post(up: &ApiProcess, id: u64, key: &str, body: Value) -> Va
 }
 
 /// Every entry of the stream through the API, page by page.
-async fn read_all(up: &ApiProcess, id: u64, read_key: &str) -> Vec<Value> {
+async fn read_all(up: &Process, id: u64, read_key: &str) -> Vec<Value> {
     let mut out = Vec::new();
     let mut cursor = String::new();
     loop {
@@ -143,7 +108,7 @@ async fn read_all(up: &ApiProcess, id: u64, read_key: &str) -> Vec<Value> {
 }
 
 /// The stream's rejected entries through the API.
-async fn rejected(up: &ApiProcess, id: u64, read_key: &str) -> Vec<Value> {
+async fn rejected(up: &Process, id: u64, read_key: &str) -> Vec<Value> {
     let r = Client::new()
         .get(format!("{}/api/streams/{id}/rejected", up.base))
         .header("x-api-key", read_key)
@@ -361,12 +326,12 @@ async fn a_restart_keeps_streams_keys_and_every_entry_exactly_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_same_walkthrough_runs_on_real_kafka_and_influxdb() {
-    let prefix = crate::harness::random_prefix("up-kafka");
-    let (db, bucket) = crate::harness::influx_database("up").await;
+    let prefix = thingtotal_testkit::random_prefix("up-kafka");
+    let (db, bucket) = thingtotal_testkit::influx_database("up").await;
     let archive = tempfile::tempdir().unwrap();
     let root = archive.path().to_string_lossy().into_owned();
-    let url = crate::harness::services().influx_url.clone();
-    let up = crate::harness::start_part(
+    let url = thingtotal_testkit::services().influx_url.clone();
+    let up = thingtotal_testkit::start_part(
         "up",
         &prefix,
         &[
@@ -377,7 +342,7 @@ async fn the_same_walkthrough_runs_on_real_kafka_and_influxdb() {
         ],
     )
     .await;
-    let (id, key, read_key) = create(&up, crate::harness::ADMIN).await;
+    let (id, key, read_key) = create(&up, thingtotal_testkit::ADMIN_TOKEN).await;
     post(
         &up,
         id,
@@ -396,7 +361,7 @@ async fn the_same_walkthrough_runs_on_real_kafka_and_influxdb() {
     assert_eq!(r.text().await.unwrap(), "3");
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        let points = crate::harness::count(&db, &id.to_string()).await;
+        let points = thingtotal_testkit::count(&db, &id.to_string()).await;
         let rows = archive_rows(archive.path(), "select count(*) from archive");
         if points == 2 && rows == json!([["2"]]) {
             break;
@@ -404,7 +369,7 @@ async fn the_same_walkthrough_runs_on_real_kafka_and_influxdb() {
         assert!(Instant::now() < deadline, "{points} points, {rows} rows");
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
-    let v = crate::harness::influxql(
+    let v = thingtotal_testkit::influxql(
         &db,
         &format!("SELECT temperature, humidity FROM \"{id}\" ORDER BY time"),
     )
@@ -416,7 +381,7 @@ async fn the_same_walkthrough_runs_on_real_kafka_and_influxdb() {
     assert_eq!(v["results"][0]["series"][0]["values"][1][2], json!(41));
     // The invalid entry is on the dead-letter topic.
     let dlq = thingtotal_common::topics::Topics::new(&prefix).dlq;
-    let log = crate::harness::kafka();
+    let log = thingtotal_testkit::kafka();
     let mut dead = Vec::new();
     for p in 0..log.end_offsets(&dlq).await.unwrap().len() {
         let mut r = log.reader(&dlq, p as i32, 0).await.unwrap();
@@ -546,4 +511,56 @@ async fn the_sink_compacts_the_archive_while_it_runs_and_reads_stay_exact() {
     let read = read_all(&up, id, &read_key).await;
     let seqs: Vec<u64> = read.iter().map(|e| e["seq"].as_u64().unwrap()).collect();
     assert_eq!(seqs, (1..=600).collect::<Vec<u64>>());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn up_bounds_dead_letters_and_refuses_entries_the_log_cannot_take() {
+    let dir = tempfile::tempdir().unwrap();
+    let up = start_up(dir.path()).await;
+    let token = token(dir.path());
+    let definition = json!({"name": "xs", "schema": {"type": "object", "properties": {
+        "t": {"type": "number"}, "xs": {"type": "array", "items": {"type": "string"}}}}});
+    let s = create_stream(&up.base, &token, &definition).await.unwrap();
+    let (id, key, read_key) = (s.id, s.write_key, s.read_key);
+    // An entry with 8,000 violations, then a valid one: readable seconds later.
+    let xs: Vec<u64> = (0..8000).map(|i| i % 10).collect();
+    post(&up, id, &key, json!({"xs": xs})).await;
+    post(&up, id, &key, json!({"t": 1})).await;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while read_all(&up, id, &read_key).await.is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "the valid entry was not readable"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let dead = rejected(&up, id, &read_key).await;
+    assert_eq!(dead.len(), 1);
+    let listed = dead[0]["violations"].as_array().unwrap().len();
+    assert!((1..=100).contains(&listed), "{listed} violations listed");
+    let message = dead[0]["message"].as_str().unwrap();
+    assert!(message.ends_with(" more"), "{message}");
+    // A request whose second entry is 1,000,001 bytes: 413, and nothing of it is stored.
+    let empty = "{\"t\":2,\"pad\":\"\"}";
+    let second = format!(
+        "{{\"t\":2,\"pad\":\"{}\"}}",
+        "x".repeat(1_000_001 - empty.len())
+    );
+    let r = Client::new()
+        .post(format!("{}/api/streams/{id}/entries", up.base))
+        .header("x-api-key", &key)
+        .header("content-type", "application/json")
+        .body(format!("[{{\"t\":1}},{second},{{\"t\":3}}]"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    let e: Value = r.json().await.unwrap();
+    assert_eq!(e["errors"][0]["pointer"], "/1", "{e}");
+    let accepted = post(&up, id, &key, json!({"t": 4})).await;
+    assert_eq!(
+        accepted["seq"],
+        json!([3]),
+        "nothing of the refused request was stored"
+    );
 }

@@ -9,10 +9,9 @@ use reqwest::Client;
 use serde_json::{json, Value};
 use thingtotal_common::log::{Consumed, Record};
 use thingtotal_common::topics::Topics;
+use thingtotal_testkit::{kafka, random_prefix, start_api, start_part, stream, ADMIN_TOKEN};
 
-use crate::harness::{
-    kafka, metric, random_prefix, read_topic, start_api, start_part, stream, ADMIN,
-};
+use crate::harness::{metric, read_topic};
 
 /// A raw entry as ingest would publish it.
 fn raw(stream: u64, value: &str, n: usize) -> Record {
@@ -50,7 +49,7 @@ async fn mixed_input_lands_in_exactly_one_place_with_reasons() {
     let (gone, _, _) = stream(&api, schema()).await;
     let r = Client::new()
         .delete(format!("{}/api/streams/{gone}", api.base))
-        .bearer_auth(ADMIN)
+        .bearer_auth(ADMIN_TOKEN)
         .send()
         .await
         .unwrap();
@@ -420,7 +419,7 @@ async fn a_schema_change_takes_effect_and_the_version_is_recorded() {
     // Version 2 caps t at 50.
     let r = Client::new()
         .put(format!("{}/api/streams/{id}", api.base))
-        .bearer_auth(ADMIN)
+        .bearer_auth(ADMIN_TOKEN)
         .json(&json!({"name": "s", "schema": {"type": "object", "properties": {"t": {"type": "number", "maximum": 50}}}}))
         .send()
         .await
@@ -452,4 +451,55 @@ async fn a_schema_change_takes_effect_and_the_version_is_recorded() {
     assert_eq!(header(&dead[0], "tt.source"), "test-1");
     assert_eq!(header(&dead[0], "tt.stream_version"), "2");
     assert_eq!(header(&dead[0], "tt.error.kind"), "schema_violation");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_entry_with_thousands_of_violations_is_dead_lettered_and_its_partition_moves_on() {
+    let prefix = random_prefix("validator-violations");
+    let api = start_api(&prefix).await;
+    let _validator = start_part("validator", &prefix, &[]).await;
+    let (id, _, _) = stream(
+        &api,
+        json!({"name": "xs", "schema": {"type": "object", "properties": {
+            "xs": {"type": "array", "items": {"type": "string"}}}}}),
+    )
+    .await;
+    let topics = Topics::new(&prefix);
+    // 8,000 integers where strings belong: 8,000 violations from a 16 KB entry, whose full list
+    // would make megabytes of headers.
+    let xs: Vec<String> = (0..8000).map(|i| (i % 10).to_string()).collect();
+    let big = format!("{{\"xs\":[{}]}}", xs.join(","));
+    // The stream's next entry shares the partition: it passes only if the first one is done.
+    kafka()
+        .append(
+            &topics.raw,
+            vec![raw(id, &big, 0), raw(id, "{\"xs\":[\"ok\"]}", 1)],
+        )
+        .await
+        .unwrap();
+    let valid = read_topic(&topics.valid, 1, Duration::from_secs(60)).await;
+    assert_eq!(header(&valid[0], "tt.source"), "test-1");
+    let dead = read_topic(&topics.dlq, 1, Duration::from_secs(10)).await;
+    let d = &dead[0];
+    assert_eq!(header(d, "tt.source"), "test-0");
+    assert_eq!(
+        d.value.as_deref(),
+        Some(big.as_bytes()),
+        "the original bytes"
+    );
+    assert_eq!(header(d, "tt.error.kind"), "schema_violation");
+    assert_eq!(header(d, "tt.error.violations_total"), "8000");
+    let details: Vec<Value> = serde_json::from_str(&header(d, "tt.error.details")).unwrap();
+    assert!(
+        !details.is_empty() && details.len() <= 100,
+        "{} violations listed",
+        details.len()
+    );
+    assert_eq!(details[0]["instance_path"], "/xs/0");
+    assert_eq!(details[0]["keyword"], "type");
+    let message = header(d, "__connect.errors.exception.message");
+    assert!(message.starts_with("/xs/0: "), "{message}");
+    assert!(message.ends_with(" more"), "{message}");
+    let headers: usize = d.headers.iter().map(|(k, v)| k.len() + v.len()).sum();
+    assert!(headers < 32 * 1024, "{headers} bytes of headers");
 }

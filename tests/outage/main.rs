@@ -1,15 +1,12 @@
 //! Tests that stop and restart the real services. They run in a test binary of their own, and
 //! one at a time, so that no other test sees the outage.
 
-#[allow(dead_code)]
-#[path = "../it/harness.rs"]
-mod harness;
-
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 use reqwest::{Client, StatusCode};
 use serde_json::json;
+use thingtotal_testkit as kit;
 
 /// Runs `scripts/services <verb>`; outages need the services that script started.
 fn services(verb: &str) {
@@ -30,8 +27,8 @@ static OUTAGE: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_write_while_kafka_is_down_gets_503_and_is_accepted_once_it_is_back() {
     let _one_at_a_time = OUTAGE.lock().await;
-    let p = harness::pipeline("outage", &[("THINGTOTAL_ACK_TIMEOUT_MS", "3000")]).await;
-    let (id, key, _) = harness::stream(
+    let p = kit::pipeline("outage", &[("THINGTOTAL_ACK_TIMEOUT_MS", "3000")]).await;
+    let (id, key, _) = kit::stream(
         &p.api,
         json!({"name": "o", "schema": {"type": "object", "properties": {"t": {"type": "number"}}}}),
     )
@@ -82,18 +79,18 @@ async fn a_write_while_kafka_is_down_gets_503_and_is_accepted_once_it_is_back() 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn influxdb_down_for_20_s_loses_nothing_and_the_archive_keeps_growing() {
     let _one_at_a_time = OUTAGE.lock().await;
-    let prefix = harness::random_prefix("influx-outage");
-    let (db, bucket) = harness::influx_database("outage").await;
+    let prefix = kit::random_prefix("influx-outage");
+    let (db, bucket) = kit::influx_database("outage").await;
     let archive = tempfile::tempdir().unwrap();
-    let api = harness::start_api(&prefix).await;
-    let (id, _, _) = harness::stream(
+    let api = kit::start_api(&prefix).await;
+    let (id, _, _) = kit::stream(
         &api,
         json!({"name": "o", "schema": {"type": "object", "properties": {
             "t": {"type": "number"}, "n": {"type": "integer"}, "label": {"type": "string"}}}}),
     )
     .await;
     let root = archive.path().to_string_lossy().into_owned();
-    let url = harness::services().influx_url.clone();
+    let url = kit::services().influx_url.clone();
     let env = [
         ("THINGTOTAL_INFLUX_URL", url.as_str()),
         ("THINGTOTAL_INFLUX_BUCKET", bucket.as_str()),
@@ -101,22 +98,17 @@ async fn influxdb_down_for_20_s_loses_nothing_and_the_archive_keeps_growing() {
         ("THINGTOTAL_ARCHIVE_MAX_AGE_SECS", "1"),
         ("THINGTOTAL_INFLUX_BATCH_LINGER_MS", "200"),
     ];
-    let _sink = harness::start_part("sink", &prefix, &env).await;
-    let parquet_files = || {
-        harness::walk(archive.path())
-            .into_iter()
-            .filter(|p| p.extension().is_some_and(|e| e == "parquet"))
-            .count()
-    };
+    let _sink = kit::start_part("sink", &prefix, &env).await;
+    let parquet_files = || kit::parquet_files(archive.path());
     // Entries keep arriving before, during and after the outage.
-    harness::feed_valid(&prefix, &[id], 0, 2_000).await;
+    kit::feed_valid(&prefix, &[id], 0, 2_000).await;
     services("stop-influx");
     let files_at_stop = parquet_files();
     let outage = Instant::now();
     let mut files_during = files_at_stop;
     let mut n = 0;
     while outage.elapsed() < Duration::from_secs(20) {
-        harness::feed_valid(&prefix, &[id], 2_000 + 500 * n, 500).await;
+        kit::feed_valid(&prefix, &[id], 2_000 + 500 * n, 500).await;
         n += 1;
         tokio::time::sleep(Duration::from_secs(2)).await;
         files_during = parquet_files();
@@ -130,7 +122,7 @@ async fn influxdb_down_for_20_s_loses_nothing_and_the_archive_keeps_growing() {
     let total = 2_000 + 500 * n;
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
-        let points = harness::count(&db, &id.to_string()).await;
+        let points = kit::count(&db, &id.to_string()).await;
         if points as usize == total {
             break;
         }

@@ -4,9 +4,9 @@ use bytes::Bytes;
 use chrono::{DateTime, TimeZone, Utc};
 use serde::Serialize;
 use serde_json::Value;
-use thingtotal_common::dead_letter::{Kind, Reason, Stage, Violation};
+use thingtotal_common::dead_letter::{summary, Kind, Reason, Stage, Violation};
 use thingtotal_common::envelope::{self, format_time};
-use thingtotal_common::log::{Consumed, Record};
+use thingtotal_common::log::{wire_size, Consumed, Record};
 use thingtotal_common::stream::{StreamId, StreamRecord};
 use thingtotal_common::time::parse_device_time;
 
@@ -128,22 +128,12 @@ pub(crate) fn judge(c: &Consumed, stream: Option<&StreamRecord>, schemas: &Schem
                 message: e.to_string(),
             })
             .collect();
-        let message = violations
-            .iter()
-            .map(|v| {
-                format!(
-                    "{}: {}",
-                    if v.instance_path.is_empty() {
-                        "/"
-                    } else {
-                        &v.instance_path
-                    },
-                    v.message
-                )
-            })
-            .collect::<Vec<_>>()
-            .join("; ");
-        return dead(Kind::SchemaViolation, message, violations, version);
+        return dead(
+            Kind::SchemaViolation,
+            summary(&violations),
+            violations,
+            version,
+        );
     }
     let received_at = header_str(c, envelope::RECEIVED_AT)
         .and_then(|s| DateTime::parse_from_rfc3339(s).ok())
@@ -185,12 +175,44 @@ pub(crate) fn judge(c: &Consumed, stream: Option<&StreamRecord>, schemas: &Schem
     Verdict::Valid(envelope_bytes(&envelope, bytes))
 }
 
-/// The record a verdict produces.
+impl Verdict {
+    /// The verdict, unless it is an envelope larger than `max_bytes` as the log counts it: then
+    /// the entry is dead-lettered as `too_large`, so that it cannot stop its partition. Only a
+    /// raw entry that ingest did not check (another producer's, or one under a larger
+    /// `--max-entry-bytes`) can get there. `stream_version` is the version it was checked
+    /// against.
+    pub(crate) fn within(
+        self,
+        c: &Consumed,
+        stream_version: Option<u32>,
+        max_bytes: usize,
+    ) -> Verdict {
+        let Verdict::Valid(envelope) = &self else {
+            return self;
+        };
+        let size = wire_size(c.key.as_deref(), Some(envelope), &c.headers);
+        if size <= max_bytes {
+            return self;
+        }
+        Verdict::Dead {
+            kind: Kind::TooLarge,
+            message: format!(
+                "the entry's envelope is {size} bytes with its headers, more than the log takes \
+                 ({max_bytes})"
+            ),
+            violations: vec![],
+            stream_version,
+        }
+    }
+}
+
+/// The record a verdict produces, at most `max_bytes` as the log counts it.
 pub(crate) fn output(
     c: Consumed,
     verdict: Verdict,
     valid_topic: &str,
     dlq_topic: &str,
+    max_bytes: usize,
 ) -> (String, Record) {
     match verdict {
         Verdict::Valid(envelope) => (
@@ -216,7 +238,7 @@ pub(crate) fn output(
                 violations,
                 stream_version,
             }
-            .dead_letter(c),
+            .dead_letter(c, max_bytes),
         ),
     }
 }
@@ -407,7 +429,7 @@ mod tests {
         let s = Schemas::default();
         let c = raw("{\"t\": \"warm\"}");
         let verdict = judge(&c, Some(&stream(None)), &s);
-        let (topic, r) = output(c.clone(), verdict, "valid", "dlq");
+        let (topic, r) = output(c.clone(), verdict, "valid", "dlq", 1 << 20);
         assert_eq!(topic, "dlq");
         assert_eq!(r.value, c.value);
         let h = |n: &str| {
@@ -439,8 +461,39 @@ mod tests {
         assert!(details[0]["schema_path"].as_str().unwrap().contains("type"));
         assert!(!details[0]["message"].as_str().unwrap().is_empty());
         let unknown = judge(&c, None, &s);
-        let (_, r) = output(c, unknown, "valid", "dlq");
+        let (_, r) = output(c, unknown, "valid", "dlq", 1 << 20);
         assert_eq!(r.key, None, "an unknown stream's dead letter has no key");
+    }
+
+    #[test]
+    fn an_envelope_larger_than_the_log_takes_is_dead_lettered_as_too_large() {
+        let s = Schemas::default();
+        let c = raw(&format!("{{\"t\":1,\"pad\":\"{}\"}}", " ".repeat(5000)));
+        let mut st = stream(None);
+        st.schema = serde_json::json!({"type": "object"});
+        let size = |v: &Verdict| match v {
+            Verdict::Valid(e) => wire_size(c.key.as_deref(), Some(e), &c.headers),
+            Verdict::Dead { .. } => panic!("valid"),
+        };
+        let fits = size(&judge(&c, Some(&st), &s));
+        let verdict = judge(&c, Some(&st), &s).within(&c, Some(3), fits);
+        assert!(matches!(verdict, Verdict::Valid(_)));
+        let verdict = judge(&c, Some(&st), &s).within(&c, Some(3), fits - 1);
+        let (topic, r) = output(c.clone(), verdict, "valid", "dlq", fits - 1);
+        assert_eq!(topic, "dlq");
+        assert!(r.wire_size() < fits);
+        let h = |n: &str| {
+            r.headers
+                .iter()
+                .find(|(k, _)| k == n)
+                .map(|(_, v)| v.clone())
+        };
+        assert_eq!(h("tt.error.kind").as_deref(), Some(&b"too_large"[..]));
+        assert_eq!(h("tt.stream_version").as_deref(), Some(&b"3"[..]));
+        // The dead letter's headers outweigh the envelope, so the value is left out.
+        assert_eq!(r.value, None);
+        let omitted = format!("value:{}", c.value.as_ref().unwrap().len());
+        assert_eq!(h("tt.error.omitted").as_deref(), Some(omitted.as_bytes()));
     }
 
     #[test]

@@ -29,8 +29,8 @@ use thingtotal_common::consumer::{self, Commit, Drain, Handled, Handler};
 use thingtotal_common::log::{
     positions_after, Consumed, GroupConsumer, GroupOptions, Log, TopicPartitionOffset,
 };
-use thingtotal_common::problem;
 use thingtotal_common::part::Part;
+use thingtotal_common::problem;
 use thingtotal_common::stream::{StreamId, StreamRecord};
 use thingtotal_common::topics::Topics;
 use thingtotal_common::{http, CancellationToken};
@@ -206,7 +206,12 @@ impl Handler for Validator {
         for c in &batch {
             if let Some(id) = stream_id(c) {
                 if let std::collections::hash_map::Entry::Vacant(v) = streams.entry(id) {
-                    v.insert(self.part.registry.lookup(id, Duration::from_secs(5)).await?);
+                    v.insert(
+                        self.part
+                            .registry
+                            .lookup(id, Duration::from_secs(5))
+                            .await?,
+                    );
                 }
             }
         }
@@ -214,6 +219,7 @@ impl Handler for Validator {
         let size = batch.len();
         let (valid, dlq) = (self.part.topics.valid.clone(), self.part.topics.dlq.clone());
         let schemas = self.schemas.clone();
+        let max_bytes = self.part.limits.max_record_bytes();
         // Validation is CPU work: off the async threads.
         let (records, outcomes) = tokio::task::spawn_blocking(move || {
             let mut outcomes: HashMap<&'static str, u64> = HashMap::new();
@@ -221,13 +227,17 @@ impl Handler for Validator {
                 .into_iter()
                 .map(|c| {
                     let stream = stream_id(&c).and_then(|id| streams.get(&id).cloned().flatten());
-                    let verdict = judge(&c, stream.as_deref(), &schemas);
+                    let verdict = judge(&c, stream.as_deref(), &schemas).within(
+                        &c,
+                        stream.as_ref().map(|s| s.version),
+                        max_bytes,
+                    );
                     let outcome = match &verdict {
                         Verdict::Valid(_) => "valid",
                         Verdict::Dead { kind, .. } => kind.as_str(),
                     };
                     *outcomes.entry(outcome).or_default() += 1;
-                    output(c, verdict, &valid, &dlq)
+                    output(c, verdict, &valid, &dlq, max_bytes)
                 })
                 .collect();
             (records, outcomes)

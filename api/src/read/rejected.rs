@@ -33,16 +33,19 @@ pub struct Rejected {
     pub rejected_at: String,
     /// The stage that rejected it: `VALIDATE`, `SINK_INFLUX`.
     pub stage: Option<String>,
-    /// `malformed_json`, `unknown_stream`, `schema_violation`, `bad_timestamp`, `sink_rejected`.
+    /// `malformed_json`, `unknown_stream`, `schema_violation`, `bad_timestamp`, `too_large`,
+    /// `sink_rejected`.
     pub kind: Option<String>,
     /// A one-line reason.
     pub message: Option<String>,
     /// The stream version it was checked against.
     pub stream_version: Option<u32>,
-    /// Every violation: `instance_path`, `schema_path`, `keyword`, `message`.
+    /// The first violations (at most 100): `instance_path`, `schema_path`, `keyword`,
+    /// `message`.
     #[schema(value_type = Vec<Object>)]
     pub violations: Value,
-    /// The entry exactly as it was sent (UTF-8; invalid bytes replaced).
+    /// The entry exactly as it was sent (UTF-8; invalid bytes replaced); empty if it was too
+    /// large to keep in the dead letter.
     pub body: String,
     /// Where it is in the dead-letter topic: `partition:offset`.
     pub position: String,

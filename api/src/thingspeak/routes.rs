@@ -8,7 +8,7 @@ use warp::Filter;
 
 use super::endpoints::{describe, feeds, last, last_data_age};
 use super::error::TsError;
-use crate::Api;
+use crate::{measured, Api};
 
 /// The format a ThingSpeak request names after `/channels/{id}/`: its path's extension.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -61,15 +61,29 @@ pub(crate) fn routes(
             |tail: warp::path::Tail, api: Api, c: Credential, q: String| async move {
                 let segs: Vec<&str> = tail.as_str().split('/').collect();
                 let response = match dispatch(&segs) {
-                    Some(Route::Describe(id)) => answer(describe(api, id, c, &q).await).await,
+                    Some(Route::Describe(id)) => {
+                        measured("thingspeak_channel", async {
+                            answer(describe(api, id, c, &q).await).await
+                        })
+                        .await
+                    }
                     Some(Route::Feeds(id, field, f)) => {
-                        answer(feeds(api, id, field, f, c, &q).await).await
+                        measured("thingspeak_feeds", async {
+                            answer(feeds(api, id, field, f, c, &q).await).await
+                        })
+                        .await
                     }
                     Some(Route::Last(id, field, f)) => {
-                        answer(last(api, id, field, f, c, &q).await).await
+                        measured("thingspeak_last", async {
+                            answer(last(api, id, field, f, c, &q).await).await
+                        })
+                        .await
                     }
                     Some(Route::Age(id, field)) => {
-                        answer(last_data_age(api, id, field, c).await).await
+                        measured("thingspeak_last_data_age", async {
+                            answer(last_data_age(api, id, field, c).await).await
+                        })
+                        .await
                     }
                     None => return Err(warp::reject::not_found()),
                 };

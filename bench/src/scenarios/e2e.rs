@@ -16,11 +16,11 @@ use anyhow::{bail, Context};
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use hyper::header::{HeaderName, HeaderValue, CONTENT_TYPE};
+use thingtotal_testkit::{create_stream, ADMIN_TOKEN};
 use tokio::sync::mpsc;
 
 use super::{say, Better, Ctx, LatencySpread, Row};
 use crate::loadgen::{self, Answer, Load};
-use crate::parts::create_stream;
 use crate::stats::{self, Latency, Spread};
 use crate::workload;
 
@@ -324,11 +324,13 @@ pub(super) async fn run(ctx: &mut Ctx) -> anyhow::Result<Vec<Row>> {
     for r in 0..ctx.args.repeats {
         let mut schema = workload::five_field_schema(true);
         schema["required"] = serde_json::json!(["temperature", "at", "n"]);
-        let (stream, key) = create_stream(
-            &api,
-            serde_json::json!({"name": format!("e2e {r}"), "schema": schema, "timestamp_field": "at"}),
+        let created = create_stream(
+            &api.base,
+            ADMIN_TOKEN,
+            &serde_json::json!({"name": format!("e2e {r}"), "schema": schema, "timestamp_field": "at"}),
         )
         .await?;
+        let (stream, key) = (created.id, created.write_key);
         let clock = clock_now(rate);
         let bodies = Arc::new(move |n: u64| {
             let mut e = workload::five_field_data(n);

@@ -7,24 +7,25 @@ use std::time::Duration;
 use anyhow::bail;
 use bytes::Bytes;
 use hyper::header::{HeaderName, HeaderValue, CONTENT_TYPE};
+use thingtotal_testkit::{create_stream, Process, ADMIN_TOKEN};
 
 use super::{order, say, Ctx, LatencySpread, Row};
 use crate::loadgen::{self, Load, Outcome};
-use crate::parts::{create_stream, Proc};
+use crate::parts;
 use crate::stats::Latency;
 use crate::workload;
 
 struct Edge {
     prefix: String,
-    api: Proc,
-    ingest: Proc,
+    api: Process,
+    ingest: Process,
     stream: u64,
     headers: Vec<(HeaderName, HeaderValue)>,
 }
 
 impl Edge {
     /// The same `body` posted to the stream's entries at `p`, as fast as `connections` go.
-    fn load(&self, p: &Proc, body: &Bytes, connections: usize, duration: Duration) -> Load {
+    fn load(&self, p: &Process, body: &Bytes, connections: usize, duration: Duration) -> Load {
         let body = body.clone();
         Load {
             addr: p.addr,
@@ -43,11 +44,13 @@ async fn edge(ctx: &mut Ctx, what: &str) -> anyhow::Result<Edge> {
     let prefix = ctx.prefix(what);
     let api = ctx.launcher.part("api", &prefix, &[]).await?;
     let ingest = ctx.launcher.part("ingest", &prefix, &[]).await?;
-    let (stream, key) = create_stream(
-        &api,
-        serde_json::json!({"name": format!("bench {what}"), "schema": workload::five_field_schema(false)}),
+    let created = create_stream(
+        &api.base,
+        ADMIN_TOKEN,
+        &serde_json::json!({"name": format!("bench {what}"), "schema": workload::five_field_schema(false)}),
     )
     .await?;
+    let (stream, key) = (created.id, created.write_key);
     let headers = vec![
         (CONTENT_TYPE, HeaderValue::from_static("application/json")),
         (
@@ -83,7 +86,7 @@ pub(super) async fn single(ctx: &mut Ctx) -> anyhow::Result<Vec<Row>> {
     let e = edge(ctx, "single").await?;
     let (bare, _) = ctx.launcher.baseline("bare-server", &[], true).await?;
     let body = workload::ingest_entry(0);
-    let load = |p: &Proc, duration: Duration| e.load(p, &body, ctx.args.connections, duration);
+    let load = |p: &Process, duration: Duration| e.load(p, &body, ctx.args.connections, duration);
     // Warm-up: connections, Kafka metadata, the idempotent producer's id, the registry.
     drive(load(&e.ingest, Duration::from_secs(3)), "ingest warm-up").await?;
     drive(load(&bare, Duration::from_secs(3)), "bare warm-up").await?;
@@ -192,7 +195,7 @@ pub(super) async fn bulk(ctx: &mut Ctx) -> anyhow::Result<Vec<Row>> {
                         false,
                     )
                     .await?;
-                let v = p.result(&log, timeout).await?;
+                let v = parts::result(p, &log, timeout).await?;
                 let entries = v["entries"].as_f64().unwrap_or(0.0);
                 let seconds = v["seconds"].as_f64().unwrap_or(f64::NAN);
                 let l: Latency = Latency {

@@ -12,8 +12,9 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 use serde::Serialize;
 
-use crate::env::Services;
-use crate::parts::{Launcher, Proc};
+use thingtotal_testkit::{Process, Services};
+
+use crate::parts::Launcher;
 use crate::stats::{Latency, Spread};
 use crate::{report, RunArgs, Scenario};
 
@@ -133,24 +134,24 @@ impl Ctx {
     /// Watches `group`, consumed by process `p`, work through the prefilled `topic`.
     pub(crate) async fn drain(
         &self,
-        p: &Proc,
+        p: &Process,
         group: &str,
         topic: &str,
         stall: Duration,
     ) -> anyhow::Result<crate::kafka::Drained> {
         let watch = crate::kafka::GroupWatch::new(&self.services.kafka_brokers, group, topic)?;
-        let pid = p.pid();
+        let pid = p.pid().to_string();
         tokio::task::spawn_blocking(move || crate::kafka::watch_drain(&watch, Some(&pid), stall))
             .await?
     }
 
     /// Notes a process's peak memory.
-    pub(crate) fn sample(&mut self, p: &Proc, kind: &'static str, scenario: &'static str) {
+    pub(crate) fn sample(&mut self, p: &Process, kind: &'static str, scenario: &'static str) {
         self.memory.push(Memory {
             process: p.name.clone(),
             kind,
             scenario,
-            peak_rss_kib: p.peak_rss_kib(),
+            peak_rss_kib: crate::parts::peak_rss_kib(p),
         });
     }
 
@@ -264,11 +265,13 @@ pub(crate) fn prefill_size(rates: &[f64], seconds: f64, unit: u64, min: u64, max
 pub(crate) async fn run(args: RunArgs) -> anyhow::Result<()> {
     let started = Instant::now();
     let started_at = chrono::Utc::now();
-    let services = Services::from_env()?;
+    let services = Services::from_env().context(
+        "run the benchmarks with scripts/bench, which starts Kafka and InfluxDB for them",
+    )?;
     let exe = std::env::current_exe()?;
     let bin = match &args.bin {
         Some(b) => b.clone(),
-        None => exe.with_file_name("thingtotal"),
+        None => thingtotal_testkit::thingtotal_bin()?,
     };
     if !bin.is_file() {
         bail!(

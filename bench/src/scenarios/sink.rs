@@ -7,10 +7,11 @@ use std::time::Duration;
 use anyhow::bail;
 use chrono::Utc;
 use thingtotal_common::topics::Topics;
+use thingtotal_testkit::{create_stream, Process, ADMIN_TOKEN};
 
 use super::{order, prefill_size, say, Ctx, Row};
 use crate::kafka::{self, Fill};
-use crate::parts::{create_stream, Proc};
+use crate::parts;
 use crate::workload;
 
 /// Rows per archive file: the sink's default row limit. The byte limit is raised so that files
@@ -19,7 +20,7 @@ const FILE_ROWS: u64 = 250_000;
 
 struct Setup {
     prefix: String,
-    api: Proc,
+    api: Process,
     streams: Vec<u64>,
 }
 
@@ -33,7 +34,7 @@ async fn setup(ctx: &mut Ctx, prefix: &str, streams: usize, n: u64) -> anyhow::R
             "name": format!("greenhouse {s}"),
             "schema": workload::five_field_schema(false),
         });
-        ids.push(create_stream(&api, definition).await?.0);
+        ids.push(create_stream(&api.base, ADMIN_TOKEN, &definition).await?.id);
     }
     let brokers = ctx.services.kafka_brokers.clone();
     let topic = Topics::new(&prefix).valid;
@@ -141,9 +142,7 @@ async fn influx_measure(
             ]
             .map(String::from);
             let (p, log) = ctx.launcher.baseline("influx-direct", &args, false).await?;
-            let v = p
-                .result(&log, Duration::from_secs_f64(seconds * 3.0 + 60.0))
-                .await?;
+            let v = parts::result(p, &log, Duration::from_secs_f64(seconds * 3.0 + 60.0)).await?;
             push_peak(ctx, "influx-direct", "4 sink to InfluxDB", &v);
             base_rate = Some(
                 v["points"].as_f64().unwrap_or(0.0) / v["seconds"].as_f64().unwrap_or(f64::NAN),
@@ -317,9 +316,7 @@ async fn parquet_measure(
                 seconds.to_string(),
             ];
             let (p, log) = ctx.launcher.baseline("arrow-writer", &args, false).await?;
-            let v = p
-                .result(&log, Duration::from_secs_f64(seconds * 3.0 + 120.0))
-                .await?;
+            let v = parts::result(p, &log, Duration::from_secs_f64(seconds * 3.0 + 120.0)).await?;
             push_peak(ctx, "arrow-writer", "5 sink to Parquet", &v);
             let rows = v["rows"].as_f64().unwrap_or(0.0);
             base = Some((

@@ -5,10 +5,10 @@ use std::time::Duration;
 
 use chrono::Utc;
 use thingtotal_common::topics::Topics;
+use thingtotal_testkit::{create_stream, ADMIN_TOKEN};
 
 use super::{order, prefill_size, say, Ctx, Row};
 use crate::kafka::{self, Fill, GroupWatch};
-use crate::parts::create_stream;
 use crate::workload;
 
 const STREAMS: usize = 6;
@@ -45,7 +45,7 @@ async fn measure(
             "description": "a weather station fleet",
             "schema": workload::station_schema(),
         });
-        streams.push(create_stream(&api, definition).await?.0);
+        streams.push(create_stream(&api.base, ADMIN_TOKEN, &definition).await?.id);
     }
     kafka::create_topic(&ctx.services.kafka_brokers, copy_topic, ctx.args.partitions).await?;
     let brokers = ctx.services.kafka_brokers.clone();

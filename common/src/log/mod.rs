@@ -21,8 +21,12 @@ mod record;
 use std::time::Duration;
 
 pub use embedded::{EmbeddedGroup, EmbeddedLog, EmbeddedOptions, EmbeddedReader};
-pub use kafka::{KafkaGroup, KafkaLog, KafkaOptions, KafkaReader};
-pub use record::{positions_after, Consumed, Position, Record, TopicPartitionOffset, TopicSpec};
+pub use kafka::{
+    producer_config, transactional_producer_config, KafkaGroup, KafkaLog, KafkaOptions, KafkaReader,
+};
+pub use record::{
+    positions_after, wire_size, Consumed, Position, Record, TopicPartitionOffset, TopicSpec,
+};
 
 use crate::Result;
 
@@ -99,6 +103,29 @@ impl Log {
         match self {
             Log::Kafka(l) => l.append(topic, records).await,
             Log::Embedded(l) => l.append(topic, records).await,
+        }
+    }
+
+    /// [`Log::append`], waiting at most `deadline`; [`Error::Timeout`](crate::Error::Timeout)
+    /// after it. On the embedded log, a timed-out append is never stored: it is withdrawn
+    /// unless the writer has already taken it into a transaction, and then this waits for that
+    /// transaction. On Kafka, records of a timed-out append may still be stored afterwards (the
+    /// producer cannot take back what it has sent), so a client that retries can store an entry
+    /// twice. [`Error::Busy`](crate::Error::Busy) when the embedded log's write queue is full.
+    pub async fn append_within(
+        &self,
+        topic: &str,
+        records: Vec<Record>,
+        deadline: Duration,
+    ) -> Result<Vec<Position>> {
+        match self {
+            Log::Kafka(l) => tokio::time::timeout(deadline, l.append(topic, records))
+                .await
+                .map_err(|_| crate::Error::Timeout {
+                    what: "Kafka acknowledging an append",
+                    after: deadline,
+                })?,
+            Log::Embedded(l) => l.append_within(topic, records, deadline).await,
         }
     }
 

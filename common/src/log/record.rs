@@ -36,6 +36,29 @@ impl Record {
         self.timestamp_ms = Some(ms);
         self
     }
+
+    /// The most bytes this record takes in a record batch, as librdkafka counts it against
+    /// `message.max.bytes`.
+    pub fn wire_size(&self) -> usize {
+        wire_size(self.key.as_deref(), self.value.as_deref(), &self.headers)
+    }
+}
+
+/// A record's fixed framing in a record batch, at most: length, attributes, timestamp and offset
+/// deltas, and the key, value and header-count lengths, as varints of their largest size.
+const RECORD_FRAMING: usize = 36;
+/// A header's framing, at most: the varint lengths of its name and its value.
+const HEADER_FRAMING: usize = 10;
+
+/// The most bytes a record of this key, value and headers takes in a record batch.
+pub fn wire_size(key: Option<&[u8]>, value: Option<&[u8]>, headers: &[(String, Bytes)]) -> usize {
+    RECORD_FRAMING
+        + key.map_or(0, <[u8]>::len)
+        + value.map_or(0, <[u8]>::len)
+        + headers
+            .iter()
+            .map(|(k, v)| HEADER_FRAMING + k.len() + v.len())
+            .sum::<usize>()
 }
 
 /// A record read from the log.
@@ -104,6 +127,9 @@ pub struct TopicSpec {
     pub replication: i32,
     /// Whether it is compacted (`cleanup.policy=compact`).
     pub compacted: bool,
+    /// Its largest record batch (`max.message.bytes`, Kafka only); the broker's default if
+    /// `None`.
+    pub max_message_bytes: Option<usize>,
 }
 
 /// Keeps, for each (topic, partition), the highest position seen: what a batch commits.

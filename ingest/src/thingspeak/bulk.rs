@@ -25,15 +25,21 @@ fn bad_request(details: &str) -> Response {
 /// The times of a bulk update's entries. An entry with `created_at` is at that time; one with
 /// `delta_t` is that many seconds after the entry before it. Entries before the first
 /// `created_at` count back from it, and if no entry has one, the last entry is at `now`.
-fn bulk_times(updates: &[(Option<DateTime<Utc>>, f64)], now: DateTime<Utc>) -> Vec<DateTime<Utc>> {
+/// `Err(i)` if update `i`'s `delta_t` puts an entry outside the times that can be represented:
+/// the arithmetic is checked, since `delta_t` is whatever the client sent.
+fn bulk_times(
+    updates: &[(Option<DateTime<Utc>>, f64)],
+    now: DateTime<Utc>,
+) -> Result<Vec<DateTime<Utc>>, usize> {
+    // Saturates for huge values, which the checked additions below then refuse.
     let secs = |d: f64| Duration::microseconds((d * 1e6) as i64);
     let mut times: Vec<Option<DateTime<Utc>>> = Vec::with_capacity(updates.len());
     for (i, (at, delta)) in updates.iter().enumerate() {
-        let t = at.or_else(|| {
-            i.checked_sub(1)
-                .and_then(|j| times[j])
-                .map(|prev| prev + secs(*delta))
-        });
+        let t = match (at, i.checked_sub(1).and_then(|j| times[j])) {
+            (Some(at), _) => Some(*at),
+            (None, Some(prev)) => Some(prev.checked_add_signed(secs(*delta)).ok_or(i)?),
+            (None, None) => None,
+        };
         times.push(t);
     }
     let anchor = times.iter().rposition(Option::is_some);
@@ -51,13 +57,15 @@ fn bulk_times(updates: &[(Option<DateTime<Utc>>, f64)], now: DateTime<Utc>) -> V
         match times[i] {
             Some(t) => next = t,
             None => {
-                let t = next - secs(updates[i + 1].1);
+                let t = next
+                    .checked_sub_signed(secs(updates[i + 1].1))
+                    .ok_or(i + 1)?;
                 times[i] = Some(t);
                 next = t;
             }
         }
     }
-    times.into_iter().map(|t| t.unwrap_or(now)).collect()
+    Ok(times.into_iter().map(|t| t.unwrap_or(now)).collect())
 }
 
 /// `POST /channels/{id}/bulk_update.json`.
@@ -146,7 +154,15 @@ pub(super) async fn bulk_update(
         parsed.push(Update::from_params(&p));
         timing.push((created_at, delta));
     }
-    let times = bulk_times(&timing, Utc::now());
+    let times = match bulk_times(&timing, Utc::now()) {
+        Ok(times) => times,
+        Err(i) => {
+            return bad_request(&format!(
+                "update {i}: delta_t {} puts an entry outside the representable times",
+                timing[i].1
+            ))
+        }
+    };
     let mut header_times = Vec::with_capacity(parsed.len());
     let entries = parsed
         .iter_mut()
@@ -166,6 +182,10 @@ pub(super) async fn bulk_update(
             StatusCode::ACCEPTED,
         )
         .into_response(),
+        Err(Refused::TooLarge { index, size, limit }) => ts_error(
+            ErrorCode::REQUEST_TOO_LARGE,
+            &format!("update {index} is {size} bytes as an entry; at most {limit} bytes"),
+        ),
         Err(e) => ts_error(ErrorCode::SERVICE_UNAVAILABLE, &format!("{e:?}")),
     }
 }
@@ -184,7 +204,11 @@ mod tests {
         // Only delta_t: the last entry is now, the others count back.
         assert_eq!(
             bulk_times(&[(None, 0.0), (None, 10.0), (None, 5.0)], now),
-            vec![t("2026-01-01 11:59:45"), t("2026-01-01 11:59:55"), now]
+            Ok(vec![
+                t("2026-01-01 11:59:45"),
+                t("2026-01-01 11:59:55"),
+                now
+            ])
         );
         // created_at anchors what follows and what precedes it.
         assert_eq!(
@@ -198,13 +222,25 @@ mod tests {
                 ],
                 now
             ),
-            vec![
+            Ok(vec![
                 t("2026-01-01 10:00:00"),
                 t("2026-01-01 10:00:00"),
                 t("2026-01-01 10:00:30"),
                 t("2026-01-01 11:00:00"),
                 t("2026-01-01 11:00:01.5"),
-            ]
+            ])
         );
+    }
+
+    #[test]
+    fn a_delta_t_beyond_the_representable_times_is_refused_not_a_panic() {
+        let now = t("2026-01-01 12:00:00");
+        // Counting back from now, and forward from a created_at.
+        assert_eq!(bulk_times(&[(None, 0.0), (None, 1e13)], now), Err(1));
+        assert_eq!(
+            bulk_times(&[(Some(now), 0.0), (None, 1e13), (None, 1.0)], now),
+            Err(1)
+        );
+        assert_eq!(bulk_times(&[(None, 0.0), (None, f64::MAX)], now), Err(1));
     }
 }

@@ -4,55 +4,27 @@
 use bytes::Bytes;
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde_json::{json, Map, Value};
-use thingtotal_common::stream::StreamRecord;
+use thingtotal_common::stream::{LeafType, StreamRecord};
 use thingtotal_common::thingspeak::{channel_fields, field_key, MAX_FIELDS};
 use thingtotal_common::time::parse_device_time;
 
 use super::params::WriteParams;
 
-/// Converts a form value to the JSON type the schema gives the property.
+/// Converts a form value to the JSON type the schema gives the property (the first of its
+/// types the value reads as); a value that reads as none stays a string, so that the validator
+/// rejects it with the reason.
 pub(super) fn typed(value: &str, property: Option<&Value>) -> Value {
     let value = value.trim_end_matches(['\r', '\n']);
-    let types: Vec<&str> = match property.and_then(|p| p.get("type")) {
-        Some(Value::String(t)) => vec![t.as_str()],
-        Some(Value::Array(ts)) => ts.iter().filter_map(Value::as_str).collect(),
-        _ => vec![],
+    let Some(property) = property else {
+        return Value::String(value.to_owned());
     };
-    if value.is_empty() && types.contains(&"null") {
+    if value.is_empty() && LeafType::nullable(property) {
         return Value::Null;
     }
-    for t in &types {
-        match *t {
-            "integer" => {
-                if let Ok(i) = value.trim().parse::<i64>() {
-                    return json!(i);
-                }
-                if let Ok(f) = value.trim().parse::<f64>() {
-                    if f.is_finite() && f.fract() == 0.0 && f.abs() < 9.0e15 {
-                        return json!(f as i64);
-                    }
-                }
-            }
-            "number" => {
-                if let Some(n) = value
-                    .trim()
-                    .parse::<f64>()
-                    .ok()
-                    .and_then(serde_json::Number::from_f64)
-                {
-                    return Value::Number(n);
-                }
-            }
-            "boolean" => match value.trim().to_ascii_lowercase().as_str() {
-                "true" | "1" => return Value::Bool(true),
-                "false" | "0" => return Value::Bool(false),
-                _ => {}
-            },
-            "string" => return Value::String(value.to_owned()),
-            _ => {}
-        }
-    }
-    Value::String(value.to_owned())
+    LeafType::each_of(property)
+        .into_iter()
+        .find_map(|t| t.from_text(value))
+        .unwrap_or_else(|| Value::String(value.to_owned()))
 }
 
 /// One ThingSpeak update, as sent.

@@ -55,6 +55,7 @@ pub(super) async fn update(
             "text/plain; charset=utf-8",
         )
         .into_response(),
+        Err(Refused::TooLarge { .. }) => text(StatusCode::PAYLOAD_TOO_LARGE, "0"),
         Err(_) => unavailable_zero(),
     }
 }

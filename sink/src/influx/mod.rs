@@ -85,8 +85,14 @@ fn parse(c: &Consumed) -> Result<Envelope<'_>, String> {
     Ok(e)
 }
 
-/// A dead letter for a point InfluxDB rejected: the valid envelope unchanged, plus the reason.
-fn dead_letter(c: &Consumed, message: String, stream_version: Option<u32>) -> Record {
+/// A dead letter for a point InfluxDB rejected: the valid envelope unchanged, plus the reason,
+/// at most `max_bytes`.
+fn dead_letter(
+    c: &Consumed,
+    message: String,
+    stream_version: Option<u32>,
+    max_bytes: usize,
+) -> Record {
     Reason {
         stage: Stage::SinkInflux,
         kind: Kind::SinkRejected,
@@ -99,7 +105,7 @@ fn dead_letter(c: &Consumed, message: String, stream_version: Option<u32>) -> Re
         message,
         stream_version,
     }
-    .dead_letter(c.clone())
+    .dead_letter(c.clone(), max_bytes)
 }
 
 /// The InfluxDB writer's settings.
@@ -183,11 +189,15 @@ impl Handler for InfluxWriter {
         let mut lines = Vec::with_capacity(batch.len());
         let mut line_of = Vec::with_capacity(batch.len());
         let mut dead = Vec::new();
+        let max_bytes = self.part.limits.max_record_bytes();
+        let letter = |c: &Consumed, message: String, version: Option<u32>| {
+            dead_letter(c, message, version, max_bytes)
+        };
         for (i, c) in batch.iter().enumerate() {
             let entry = match parse(c) {
                 Ok(e) => e,
                 Err(e) => {
-                    dead.push(dead_letter(c, format!("not a valid envelope: {e}"), None));
+                    dead.push(letter(c, format!("not a valid envelope: {e}"), None));
                     continue;
                 }
             };
@@ -202,7 +212,7 @@ impl Handler for InfluxWriter {
                         l
                     }
                     None => {
-                        dead.push(dead_letter(
+                        dead.push(letter(
                             c,
                             "the stream was deleted before its entry reached InfluxDB".into(),
                             Some(entry.stream_version),
@@ -213,7 +223,7 @@ impl Handler for InfluxWriter {
             };
             let Some(ts_ns) = envelope_micros(&entry.ts).and_then(|us| point_time(us, entry.seq))
             else {
-                dead.push(dead_letter(
+                dead.push(letter(
                     c,
                     format!("ts {} is outside InfluxDB's time range", entry.ts),
                     Some(entry.stream_version),
@@ -238,7 +248,7 @@ impl Handler for InfluxWriter {
         for (line, message) in rejected {
             let c = &batch[line_of[line]];
             let version = parse(c).ok().map(|e| e.stream_version);
-            dead.push(dead_letter(c, message, version));
+            dead.push(letter(c, message, version));
         }
         if !dead.is_empty() {
             telemetry::influx_rejected(dead.len());

@@ -9,6 +9,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
 use std::time::Duration;
 
@@ -55,7 +56,7 @@ pub struct EmbeddedLog {
 
 struct Shared {
     db: Arc<Database>,
-    ops: Mutex<mpsc::Sender<Op>>,
+    ops: mpsc::SyncSender<Op>,
     /// Bumped after every commit, so that readers waiting for new records wake up.
     commits: watch::Receiver<u64>,
     members: Mutex<HashSet<String>>,
@@ -72,10 +73,50 @@ impl std::fmt::Debug for EmbeddedLog {
 
 type Reply<T> = oneshot::Sender<Result<T>>;
 
+/// Operations waiting for the writer, at most; an append that finds the queue full is refused
+/// ([`Error::Busy`]) rather than queued without bound.
+const WRITE_QUEUE: usize = 1024;
+
+/// Who settles a write first: the writer taking it into a transaction, or its requester
+/// withdrawing it after its deadline. Exactly one of them wins.
+#[derive(Debug, Default)]
+struct Claim(AtomicU8);
+
+impl Claim {
+    const PENDING: u8 = 0;
+    const TAKEN: u8 = 1;
+    const WITHDRAWN: u8 = 2;
+
+    /// The writer takes the write; false if it was withdrawn.
+    fn take(&self) -> bool {
+        self.0
+            .compare_exchange(
+                Self::PENDING,
+                Self::TAKEN,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            )
+            .is_ok()
+    }
+
+    /// The requester withdraws the write; false if the writer has taken it already.
+    fn withdraw(&self) -> bool {
+        self.0
+            .compare_exchange(
+                Self::PENDING,
+                Self::WITHDRAWN,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            )
+            .is_ok()
+    }
+}
+
 enum Op {
     Write {
         appends: Vec<(String, Record)>,
         commits: Vec<(String, TopicPartitionOffset)>,
+        claim: Arc<Claim>,
         reply: Reply<Vec<Position>>,
     },
     Topics {
@@ -107,7 +148,7 @@ impl EmbeddedLog {
             txn.open_table(GROUPS).map_err(Error::storage)?;
             txn.commit().map_err(Error::storage)?;
         }
-        let (tx, rx) = mpsc::channel();
+        let (tx, rx) = mpsc::sync_channel(WRITE_QUEUE);
         let (commits_tx, commits) = watch::channel(0);
         let mut writer = Writer::load(db.clone(), commits_tx, options.retention)?;
         std::thread::Builder::new()
@@ -117,7 +158,7 @@ impl EmbeddedLog {
         Ok(Self {
             inner: Arc::new(Shared {
                 db,
-                ops: Mutex::new(tx),
+                ops: tx,
                 commits,
                 members: Mutex::new(HashSet::new()),
                 path,
@@ -125,14 +166,58 @@ impl EmbeddedLog {
         })
     }
 
-    async fn submit<T>(&self, op: impl FnOnce(Reply<T>) -> Op) -> Result<T> {
+    /// Queues an operation for the writer and waits for its outcome. With a full queue, an
+    /// operation that may be refused (`refusable`: a device's append) is refused at once; the
+    /// others (topics, a group's produce-and-commit) wait for room.
+    async fn submit<T>(&self, op: impl FnOnce(Reply<T>) -> Op, refusable: bool) -> Result<T> {
         let (reply, rx) = oneshot::channel();
-        self.inner
-            .ops
-            .lock()
-            .expect("ops lock")
-            .send(op(reply))
-            .map_err(|_| Error::Closed)?;
+        match self.inner.ops.try_send(op(reply)) {
+            Ok(()) => {}
+            Err(mpsc::TrySendError::Full(_)) if refusable => return Err(Error::Busy),
+            Err(mpsc::TrySendError::Full(op)) => {
+                let ops = self.inner.ops.clone();
+                spawn_blocking(move || ops.send(op))
+                    .await?
+                    .map_err(|_| Error::Closed)?;
+            }
+            Err(mpsc::TrySendError::Disconnected(_)) => return Err(Error::Closed),
+        }
+        rx.await.map_err(|_| Error::Closed)?
+    }
+
+    /// Appends `records`, waiting at most `deadline` for them to be stored. When the deadline
+    /// passes before the writer has taken them into a transaction, they are withdrawn and never
+    /// stored: a timed-out append is not stored. Once taken, it waits for that commit.
+    pub(super) async fn append_within(
+        &self,
+        topic: &str,
+        records: Vec<Record>,
+        deadline: Duration,
+    ) -> Result<Vec<Position>> {
+        let appends = records.into_iter().map(|r| (topic.to_owned(), r)).collect();
+        let claim = Arc::new(Claim::default());
+        let (reply, mut rx) = oneshot::channel();
+        let op = Op::Write {
+            appends,
+            commits: Vec::new(),
+            claim: claim.clone(),
+            reply,
+        };
+        match self.inner.ops.try_send(op) {
+            Ok(()) => {}
+            Err(mpsc::TrySendError::Full(_)) => return Err(Error::Busy),
+            Err(mpsc::TrySendError::Disconnected(_)) => return Err(Error::Closed),
+        }
+        tokio::select! {
+            outcome = &mut rx => return outcome.map_err(|_| Error::Closed)?,
+            _ = tokio::time::sleep(deadline) => {}
+        }
+        if claim.withdraw() {
+            return Err(Error::Timeout {
+                what: "the embedded log storing an append",
+                after: deadline,
+            });
+        }
         rx.await.map_err(|_| Error::Closed)?
     }
 
@@ -150,16 +235,21 @@ impl EmbeddedLog {
 
     pub(super) async fn ensure_topics(&self, specs: &[TopicSpec]) -> Result<()> {
         let specs = specs.to_vec();
-        self.submit(|reply| Op::Topics { specs, reply }).await
+        self.submit(|reply| Op::Topics { specs, reply }, false)
+            .await
     }
 
     pub(super) async fn append(&self, topic: &str, records: Vec<Record>) -> Result<Vec<Position>> {
         let appends = records.into_iter().map(|r| (topic.to_owned(), r)).collect();
-        self.submit(|reply| Op::Write {
-            appends,
-            commits: Vec::new(),
-            reply,
-        })
+        self.submit(
+            |reply| Op::Write {
+                appends,
+                commits: Vec::new(),
+                claim: Arc::default(),
+                reply,
+            },
+            true,
+        )
         .await
     }
 
@@ -431,11 +521,15 @@ impl EmbeddedGroup {
     pub(super) async fn commit(&mut self, offsets: &[TopicPartitionOffset]) -> Result<()> {
         let commits = self.tag(offsets);
         self.log
-            .submit(|reply| Op::Write {
-                appends: Vec::new(),
-                commits,
-                reply,
-            })
+            .submit(
+                |reply| Op::Write {
+                    appends: Vec::new(),
+                    commits,
+                    claim: Arc::default(),
+                    reply,
+                },
+                false,
+            )
             .await
             .map(|_| ())
     }
@@ -447,11 +541,15 @@ impl EmbeddedGroup {
     ) -> Result<()> {
         let commits = self.tag(offsets);
         self.log
-            .submit(|reply| Op::Write {
-                appends: records,
-                commits,
-                reply,
-            })
+            .submit(
+                |reply| Op::Write {
+                    appends: records,
+                    commits,
+                    claim: Arc::default(),
+                    reply,
+                },
+                false,
+            )
             .await
             .map(|_| ())
     }
@@ -472,5 +570,121 @@ impl EmbeddedGroup {
                     .map(|v| v.value() as i64))
             })
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::topics::Topics;
+    use bytes::Bytes;
+
+    /// Records of 1 kB that keep the writer busy for far longer than the waits below.
+    const BUSY: usize = 30_000;
+
+    async fn open(dir: &std::path::Path) -> (EmbeddedLog, String) {
+        let log = EmbeddedLog::open(EmbeddedOptions {
+            dir: dir.to_owned(),
+            retention: Duration::from_secs(3600),
+        })
+        .unwrap();
+        let topics = Topics::new("t");
+        log.ensure_topics(&topics.specs(1, 1, crate::limits::SizeLimits::default()))
+            .await
+            .unwrap();
+        (log, topics.raw)
+    }
+
+    async fn values(log: &EmbeddedLog, topic: &str) -> Vec<Bytes> {
+        let mut reader = log.reader(topic, 0, 0);
+        let mut out = Vec::new();
+        loop {
+            let batch = reader
+                .read(100_000, Duration::from_millis(100))
+                .await
+                .unwrap();
+            if batch.is_empty() {
+                return out;
+            }
+            out.extend(batch.into_iter().filter_map(|c| c.value));
+        }
+    }
+
+    /// A device told "not stored" (a 503 after the deadline) must not find its entry stored
+    /// afterwards: the append is withdrawn before the writer takes it.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_append_that_timed_out_is_never_stored() {
+        let dir = tempfile::tempdir().unwrap();
+        let (log, topic) = open(dir.path()).await;
+        // Keep the writer busy for far longer than the deadline below.
+        let big: Vec<Record> = (0..BUSY)
+            .map(|_| Record::new("k", vec![b'x'; 1000]))
+            .collect();
+        let mut busy = Box::pin(log.append(&topic, big));
+        assert!(
+            futures::poll!(&mut busy).is_pending(),
+            "queued, not stored yet"
+        );
+        let late = log
+            .append_within(
+                &topic,
+                vec![Record::new("k", "late")],
+                Duration::from_millis(1),
+            )
+            .await;
+        assert!(
+            matches!(late, Err(Error::Timeout { .. })),
+            "the writer was busy: {late:?}"
+        );
+        busy.await.unwrap();
+        log.append(&topic, vec![Record::new("k", "after")])
+            .await
+            .unwrap();
+        let stored = values(&log, &topic).await;
+        assert_eq!(stored.len(), BUSY + 1);
+        assert!(!stored.iter().any(|v| &v[..] == b"late"));
+        assert_eq!(&stored[BUSY][..], b"after");
+        // Within its deadline, the same append is stored.
+        let on_time = log
+            .append_within(
+                &topic,
+                vec![Record::new("k", "on time")],
+                Duration::from_secs(10),
+            )
+            .await
+            .unwrap();
+        assert_eq!(on_time[0].offset, BUSY as i64 + 1);
+    }
+
+    /// Appends that find the write queue full are refused at once instead of queueing without
+    /// bound; a group's commits wait for room instead.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn appends_beyond_the_write_queue_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let (log, topic) = open(dir.path()).await;
+        let big: Vec<Record> = (0..BUSY)
+            .map(|_| Record::new("k", vec![b'x'; 1000]))
+            .collect();
+        let mut busy = Box::pin(log.append(&topic, big));
+        assert!(futures::poll!(&mut busy).is_pending());
+        // Let the writer take it into its transaction, so that the queue holds only what
+        // follows.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let mut queued = Vec::new();
+        let mut refused = 0;
+        for i in 0..2 * WRITE_QUEUE {
+            let mut append = Box::pin(log.append(&topic, vec![Record::new("k", i.to_string())]));
+            match futures::poll!(&mut append) {
+                std::task::Poll::Ready(Err(Error::Busy)) => refused += 1,
+                std::task::Poll::Ready(other) => panic!("{other:?}"),
+                std::task::Poll::Pending => queued.push(append),
+            }
+        }
+        assert!(queued.len() <= WRITE_QUEUE, "{} queued", queued.len());
+        assert!(refused >= WRITE_QUEUE, "{refused} refused");
+        busy.await.unwrap();
+        for a in queued {
+            a.await.unwrap();
+        }
     }
 }

@@ -124,6 +124,10 @@ impl Writer {
                             }
                             Ok(Vec::new())
                         }
+                        Op::Write { claim, .. } if !claim.take() => {
+                            // Its requester gave up waiting and was told so: never store it.
+                            continue;
+                        }
                         Op::Write {
                             appends, commits, ..
                         } => {
