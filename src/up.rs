@@ -38,6 +38,9 @@ pub struct Config {
     /// The Parquet archive.
     #[command(flatten)]
     pub archive: ArchiveArgs,
+    /// What one read may cost.
+    #[command(flatten)]
+    pub reads: thingtotal_api::ReadArgs,
     /// Address of the one HTTP server (ingest and api routes, `/health`, `/metrics`).
     #[arg(long, env = "THINGTOTAL_HTTP_ADDR", default_value = "127.0.0.1:8080")]
     pub http_addr: SocketAddr,
@@ -101,7 +104,7 @@ pub async fn run(mut config: Config, shutdown: CancellationToken) -> anyhow::Res
         thingtotal_ingest::routes(thingtotal_ingest::Ingest::new(part.clone(), &config.limits))
             .or(thingtotal_api::routes(
                 thingtotal_api::Api::new(part.clone(), Some(token.clone()))
-                    .reading(&config.influx, Some(archive))
+                    .reading(&config.influx, Some(archive), &config.reads)
                     .documented(crate::openapi::document()),
             ))
             .unify()

@@ -14,6 +14,7 @@ use warp::Reply;
 
 use crate::read::rejected;
 pub use crate::read::rejected::{Rejected, RejectedPage};
+use crate::read::shape::{cell, csv_text};
 use crate::read::{params, Agg, AggQuery, Backend, EntriesQuery, Row, Shape, MAX_LIMIT};
 use crate::{auth, Api};
 
@@ -23,7 +24,8 @@ use crate::{auth, Api};
 #[into_params(parameter_in = Query)]
 pub struct EntriesParams {
     /// Inclusive start: RFC 3339, a date, `now`, or relative such as `-1h`. Default: the first
-    /// entry (for windows: `limit` windows before `end`).
+    /// entry; for windows, the start of the newest `limit` windows, the last of which holds
+    /// `end`, so that the default range always answers.
     pub start: Option<String>,
     /// Exclusive end, in the same forms. Default: now.
     pub end: Option<String>,
@@ -159,9 +161,10 @@ fn iso(us: i64) -> String {
     responses(
         (status = 200, description = "A page of entries (or, with `window` and `agg`, the windows). \
             CSV has a header row: entry_id, seq, ts and one column per field (start, end and the \
-            fields for windows).", body = EntriesPage,
+            fields for windows); text that starts with =, +, -, @, a tab or a carriage return \
+            (and is not a number) gets a leading ', so that spreadsheets do not run it.", body = EntriesPage,
             headers(("X-ThingTotal-Backend" = String, description = "influx or archive"))),
-        (status = 400, description = "Bad parameter", body = Problem, content_type = "application/problem+json"),
+        (status = 400, description = "Bad parameter, more windows than `limit`, or more archive rows than `--archive-read-max-rows` to scan", body = Problem, content_type = "application/problem+json"),
         (status = 401, description = "Private stream, no credentials", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "Wrong credentials", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such stream", body = Problem, content_type = "application/problem+json"),
@@ -253,7 +256,7 @@ pub(crate) async fn list(
                     ))
                 })?;
             let leaves = aggregated(&shape, agg, p.fields.as_deref())?;
-            let start = start.unwrap_or(end - window_us.saturating_mul(limit as i64));
+            let start = start.unwrap_or_else(|| newest_windows(end, window_us, limit));
             let q = AggQuery {
                 range: params::range(Some(start), end)?,
                 window_us,
@@ -277,6 +280,14 @@ pub(crate) async fn list(
         }
     };
     Ok(with_source(response, source))
+}
+
+/// The default start of windows: the newest `limit` windows, the last of them the one that
+/// holds `end`'s last microsecond, and none before the earliest time a query may name.
+fn newest_windows(end: i64, window_us: i64, limit: usize) -> i64 {
+    let last = (end - 1).div_euclid(window_us) * window_us;
+    let before = window_us.saturating_mul(i64::try_from(limit).unwrap_or(i64::MAX) - 1);
+    last.saturating_sub(before).max(params::MIN_US)
 }
 
 /// The leaves an aggregation covers: those named in `fields`, or every numeric one.
@@ -354,16 +365,13 @@ fn csv_failed(e: impl std::fmt::Display) -> Problem {
 
 fn entries_csv(shape: &Shape, rows: &[Row], next: Option<&str>) -> Result<Response, Problem> {
     let mut w = csv::Writer::from_writer(Vec::new());
-    let mut header = vec!["entry_id", "seq", "ts"];
-    header.extend(shape.leaves.iter().map(|l| l.name.as_str()));
-    w.write_record(&header).map_err(csv_failed)?;
+    let mut header = vec!["entry_id".into(), "seq".into(), "ts".into()];
+    header.extend(shape.leaves.iter().map(|l| csv_text(&l.name)));
+    w.write_record(header.iter().map(|h| h.as_bytes()))
+        .map_err(csv_failed)?;
     for r in rows {
         let mut record = vec![r.entry_id.clone(), r.seq.to_string(), iso(r.ts_us)];
-        record.extend(
-            r.values
-                .iter()
-                .map(|v| crate::read::shape::cell(v.as_ref())),
-        );
+        record.extend(r.values.iter().map(|v| cell(v.as_ref())));
         w.write_record(&record).map_err(csv_failed)?;
     }
     let mut r = csv_reply(w.into_inner().map_err(csv_failed)?);
@@ -381,12 +389,13 @@ fn windows_reply(
     let starts = q.window_starts();
     if csv {
         let mut w = csv::Writer::from_writer(Vec::new());
-        let mut header = vec!["start", "end"];
-        header.extend(q.leaves.iter().map(|&l| shape.leaves[l].name.as_str()));
-        w.write_record(&header).map_err(csv_failed)?;
+        let mut header = vec!["start".into(), "end".into()];
+        header.extend(q.leaves.iter().map(|&l| csv_text(&shape.leaves[l].name)));
+        w.write_record(header.iter().map(|h| h.as_bytes()))
+            .map_err(csv_failed)?;
         for (start, v) in starts.iter().zip(values) {
             let mut record = vec![iso(*start), iso(start + q.window_us)];
-            record.extend(v.iter().map(|v| crate::read::shape::cell(v.as_ref())));
+            record.extend(v.iter().map(|v| cell(v.as_ref())));
             w.write_record(&record).map_err(csv_failed)?;
         }
         return Ok(csv_reply(w.into_inner().map_err(csv_failed)?));
@@ -482,4 +491,44 @@ pub(crate) async fn rejected(
     )
     .await?;
     Ok(warp::reply::json(&page).into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_windows_are_the_newest_limit_ending_with_end() {
+        let (minute, day) = (60_000_000, 86_400_000_000);
+        let midnight = 1_767_225_600_000_000; // 2026-01-01T00:00:00Z
+        for end in [
+            midnight,
+            midnight + 1,
+            midnight + 12 * 3_600_000_000 + 123_456,
+        ] {
+            for (window_us, limit) in [(day, 100), (minute, 1), (7 * day, MAX_LIMIT)] {
+                let start = newest_windows(end, window_us, limit);
+                let q = AggQuery {
+                    range: params::range(Some(start), end).unwrap(),
+                    window_us,
+                    agg: Agg::Mean,
+                    leaves: Vec::new(),
+                };
+                assert_eq!(q.window_count(), limit as i64, "{end} {window_us} {limit}");
+                assert_eq!(start.rem_euclid(window_us), 0);
+                assert!(q.range.contains(end - 1));
+            }
+        }
+        // Wide windows stop at the earliest time a query may name, with fewer windows.
+        let century = params::duration("window", "5200w").unwrap();
+        let start = newest_windows(midnight, century, 10);
+        assert_eq!(start, params::MIN_US);
+        let q = AggQuery {
+            range: params::range(Some(start), midnight).unwrap(),
+            window_us: century,
+            agg: Agg::Mean,
+            leaves: Vec::new(),
+        };
+        assert!(q.window_count() <= 10);
+    }
 }

@@ -46,9 +46,26 @@ pub struct Config {
     /// The Parquet archive, read when InfluxDB is not configured.
     #[command(flatten)]
     pub archive: ArchiveArgs,
+    /// What one read may cost.
+    #[command(flatten)]
+    pub reads: ReadArgs,
     /// Address of the API server.
     #[arg(long, env = "THINGTOTAL_HTTP_ADDR", default_value = "127.0.0.1:8080")]
     pub http_addr: SocketAddr,
+}
+
+/// What one read of entries may cost.
+#[derive(Debug, Clone, Args)]
+pub struct ReadArgs {
+    /// The most rows of the Parquet archive one read scans (and the most values a median holds
+    /// at once); a read that needs more is answered 400, naming this limit.
+    #[arg(
+        long,
+        env = "THINGTOTAL_ARCHIVE_READ_MAX_ROWS",
+        default_value_t = 2_000_000,
+        value_parser = clap::value_parser!(u64).range(1..)
+    )]
+    pub archive_read_max_rows: u64,
 }
 
 /// The api part's errors.
@@ -101,17 +118,20 @@ impl Api {
         self
     }
 
-    /// Reads entries from InfluxDB when `influx` names one, and from the archive at `archive`.
+    /// Reads entries from InfluxDB when `influx` names one, and from the archive at `archive`,
+    /// within the bounds of `limits`.
     pub fn reading(
         mut self,
         influx: &InfluxArgs,
         archive: Option<thingtotal_common::archive::Archive>,
+        limits: &ReadArgs,
     ) -> Self {
         self.reads.influx = influx.influx_url.as_deref().map(|url| {
             read::influx::InfluxReader::new(url, &influx.influx_token, &influx.influx_bucket)
         });
-        self.reads.archive =
-            archive.map(|a| read::archive::ArchiveReader::new(a, &self.part.topics.valid));
+        let max_rows = usize::try_from(limits.archive_read_max_rows).unwrap_or(usize::MAX);
+        self.reads.archive = archive
+            .map(|a| read::archive::ArchiveReader::new(a, &self.part.topics.valid, max_rows));
         self
     }
 
@@ -157,7 +177,7 @@ pub async fn run_on(
     let archive = config.archive.open(&config.log.data_dir)?;
     let part = Part::start(&config.log, log, shutdown.clone()).await?;
     let api = Api::new(part.clone(), config.admin.admin_token.clone())
-        .reading(&config.influx, Some(archive))
+        .reading(&config.influx, Some(archive), &config.reads)
         .documented(document);
     let routes = routes(api)
         .or(http::ops_routes("api", part.log.clone()))

@@ -54,6 +54,11 @@ pub fn property_column(name: &str) -> String {
     }
 }
 
+/// Footer key: the first offset a file holds.
+pub const FIRST_OFFSET: &str = "thingtotal.first_offset";
+/// Footer key: the last offset a file holds.
+pub const LAST_OFFSET: &str = "thingtotal.last_offset";
+
 /// The name of the file of `topic`'s `partition` whose first row has `first_offset`.
 pub fn file_name(topic: &str, partition: i32, first_offset: i64) -> String {
     format!("{topic}+{partition}+{first_offset:020}.parquet")

@@ -9,6 +9,7 @@ mod ingest;
 mod log_conformance;
 mod object_store;
 mod reads;
+mod reads_up;
 mod registry;
 mod sink;
 mod up;

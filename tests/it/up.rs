@@ -16,6 +16,11 @@ async fn start_up(data_dir: &Path) -> Process {
 
 /// Starts `thingtotal up` on `data_dir` with extra arguments.
 async fn start_up_with(data_dir: &Path, args: &[&str]) -> Process {
+    start_up_env(data_dir, args, &[]).await
+}
+
+/// Starts `thingtotal up` on `data_dir` with extra arguments and environment variables.
+pub(crate) async fn start_up_env(data_dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Process {
     let port = free_port().unwrap();
     let mut cmd = Command::new(thingtotal_bin().unwrap());
     cmd.args(["up", "--data-dir"])
@@ -24,7 +29,8 @@ async fn start_up_with(data_dir: &Path, args: &[&str]) -> Process {
         .args(args)
         .env_clear()
         .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .env("RUST_LOG", "warn");
+        .env("RUST_LOG", "warn")
+        .envs(env.iter().copied());
     Process::spawn("up", cmd, port, None)
         .expect("start thingtotal up")
         .healthy()
@@ -65,7 +71,7 @@ async fn create(up: &Process, token: &str) -> (u64, String, String) {
     (s.id, s.write_key, s.read_key)
 }
 
-async fn post(up: &Process, id: u64, key: &str, body: Value) -> Value {
+pub(crate) async fn post(up: &Process, id: u64, key: &str, body: Value) -> Value {
     let r = Client::new()
         .post(format!("{}/api/streams/{id}/entries", up.base))
         .header("x-api-key", key)

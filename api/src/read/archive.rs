@@ -7,8 +7,15 @@
 //! entries reads row groups in time order and stops as soon as no further row group can hold an
 //! entry of the page.
 //!
+//! An aggregation streams its row groups through per-window accumulators ([`Aggregator`]), in
+//! the order of their first time, closing each window once no row group still to read can hold
+//! it. Every read scans at most `--archive-read-max-rows` rows; one that needs more is answered
+//! `400` naming the limit, an aggregation before it reads anything.
+//!
 //! Compaction replaces small files with a merged one; a reader that lists the directory in the
-//! middle of it can see both, so rows are deduplicated by `seq`, which is unique in a stream.
+//! middle of it can see both. Files of one partition and date hold disjoint offset ranges
+//! otherwise, so only where their ranges overlap are rows deduplicated, by `seq` (unique in a
+//! stream).
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -24,12 +31,14 @@ use parquet::arrow::arrow_reader::ArrowReaderMetadata;
 use parquet::arrow::{ParquetRecordBatchStreamBuilder, ProjectionMask};
 use parquet::file::statistics::Statistics;
 use serde_json::Value;
-use thingtotal_common::archive::{partition_of, property_column, Archive, ArchiveFile};
+use thingtotal_common::archive::{
+    partition_of, property_column, Archive, ArchiveFile, FIRST_OFFSET, LAST_OFFSET,
+};
 use thingtotal_common::envelope::format_time;
 use thingtotal_common::problem::Problem;
 
 use super::shape::{coerce, float, Shape};
-use super::{point_key, EntriesQuery, Range, Row};
+use super::{point_key, AggQuery, Aggregator, EntriesQuery, Range, Row, Windows};
 
 /// The Parquet archive as a read backend.
 #[derive(Debug, Clone)]
@@ -37,6 +46,8 @@ pub(crate) struct ArchiveReader {
     archive: Archive,
     /// File names start with `<topic>+`.
     topic: String,
+    /// The most rows one read scans.
+    max_rows: usize,
 }
 
 /// A row group that may hold entries of the range.
@@ -46,6 +57,9 @@ struct Candidate {
     row_group: usize,
     min_us: i64,
     max_us: i64,
+    rows: usize,
+    /// Its file's offsets overlap another file's: its rows may be there too.
+    dedup: bool,
 }
 
 fn failed(e: impl std::fmt::Display) -> Problem {
@@ -54,11 +68,22 @@ fn failed(e: impl std::fmt::Display) -> Problem {
 }
 
 impl ArchiveReader {
-    pub(crate) fn new(archive: Archive, valid_topic: &str) -> Self {
+    /// A reader of `archive`'s files of `valid_topic` that scans at most `max_rows` rows a read.
+    pub(crate) fn new(archive: Archive, valid_topic: &str, max_rows: usize) -> Self {
         Self {
             archive,
             topic: valid_topic.to_owned(),
+            max_rows,
         }
+    }
+
+    /// `400` for a read that would scan `rows` rows, more than a read may.
+    fn too_many(&self, rows: usize) -> Problem {
+        Problem::bad_request(format!(
+            "this read would scan at least {rows} rows of the archive, and one read scans at \
+             most {} (--archive-read-max-rows): narrow the range",
+            self.max_rows
+        ))
     }
 
     /// A page of entries, in the query's order.
@@ -68,6 +93,16 @@ impl ArchiveReader {
         q: &EntriesQuery,
     ) -> Result<Vec<Row>, Problem> {
         let mut candidates = self.candidates(shape.stream_id, q.range).await?;
+        // Row groups wholly on the near side of the cursor hold nothing of the page.
+        if let Some(after) = q.after {
+            candidates.retain(|c| {
+                if q.desc {
+                    point_key(c.min_us, 0) < after
+                } else {
+                    point_key(c.max_us, 999) > after
+                }
+            });
+        }
         if q.desc {
             candidates.sort_by_key(|c| std::cmp::Reverse(c.max_us));
         } else {
@@ -84,6 +119,7 @@ impl ArchiveReader {
             }
             rows.truncate(q.limit);
         };
+        let mut scanned = 0;
         for c in &candidates {
             if rows.len() >= q.limit {
                 order(&mut rows);
@@ -99,10 +135,22 @@ impl ArchiveReader {
                     break;
                 }
             }
+            scanned += c.rows;
+            if scanned > self.max_rows {
+                return Err(self.too_many(scanned));
+            }
             read_group(&self.archive, c, shape, &all, &mut |r| {
-                if q.range.contains(r.ts_us) && q.past_cursor(r.key) && seen.insert(r.seq) {
+                if q.range.contains(r.ts_us)
+                    && q.past_cursor(r.key)
+                    && (!c.dedup || seen.insert(r.seq))
+                {
                     rows.push(r);
+                    // Hold a page and a page more, not a whole row group.
+                    if rows.len() >= 2 * q.limit {
+                        order(&mut rows);
+                    }
                 }
+                Ok(())
             })
             .await?;
         }
@@ -110,24 +158,28 @@ impl ArchiveReader {
         Ok(rows)
     }
 
-    /// Every entry in `range`, with the values of `leaves` only (the rest are `None`).
-    pub(crate) async fn rows(
-        &self,
-        shape: &Shape,
-        range: Range,
-        leaves: &[usize],
-    ) -> Result<Vec<Row>, Problem> {
+    /// The query's windows, aggregated while the row groups stream by.
+    pub(crate) async fn aggregate(&self, shape: &Shape, q: &AggQuery) -> Result<Windows, Problem> {
+        let mut candidates = self.candidates(shape.stream_id, q.range).await?;
+        let rows = candidates.iter().map(|c| c.rows).sum();
+        if rows > self.max_rows {
+            return Err(self.too_many(rows));
+        }
+        candidates.sort_by_key(|c| c.min_us);
+        let mut agg = Aggregator::new(q, shape, self.max_rows);
         let mut seen = HashSet::new();
-        let mut rows = Vec::new();
-        for c in self.candidates(shape.stream_id, range).await? {
-            read_group(&self.archive, &c, shape, leaves, &mut |r| {
-                if range.contains(r.ts_us) && seen.insert(r.seq) {
-                    rows.push(r);
+        for c in &candidates {
+            // No row group still to read holds a row before this one's first.
+            agg.close_before(c.min_us);
+            read_group(&self.archive, c, shape, &q.leaves, &mut |r| {
+                if c.dedup && !seen.insert(r.seq) {
+                    return Ok(());
                 }
+                agg.add(&r)
             })
             .await?;
         }
-        Ok(rows)
+        Ok(agg.finish())
     }
 
     /// The row groups of `stream`'s files whose `ts` statistics overlap `range`.
@@ -164,12 +216,17 @@ impl ArchiveReader {
             .buffered(8)
             .try_collect()
             .await?;
+        let footers: Vec<(ArchiveFile, ArrowReaderMetadata)> = footers
+            .into_iter()
+            .filter_map(|(f, meta)| Some((f, meta?)))
+            .collect();
+        let overlapping = self.overlapping(&footers);
         let mut out = Vec::new();
         for (f, meta) in footers {
-            let Some(meta) = meta else { continue };
             let Some(ts) = meta.schema().index_of("ts").ok() else {
                 continue;
             };
+            let dedup = overlapping.contains(&group_of(&f, &self.topic));
             let file = Arc::new((f, meta));
             for (i, rg) in file.1.metadata().row_groups().iter().enumerate() {
                 let (min_us, max_us) = match rg.column(ts).statistics() {
@@ -187,10 +244,63 @@ impl ArchiveReader {
                     row_group: i,
                     min_us,
                     max_us,
+                    rows: usize::try_from(rg.num_rows()).unwrap_or_default(),
+                    dedup,
                 });
             }
         }
         Ok(out)
+    }
+
+    /// The (partition, date) groups whose files' offset ranges overlap (or are not known):
+    /// a compaction was under way when they were listed, and a row may be in two files.
+    fn overlapping(&self, files: &[(ArchiveFile, ArrowReaderMetadata)]) -> HashSet<Group> {
+        let mut ranges: Vec<(Group, Option<(i64, i64)>)> = files
+            .iter()
+            .map(|(f, meta)| {
+                let kv = meta.metadata().file_metadata().key_value_metadata();
+                let offset = |key: &str| {
+                    kv?.iter()
+                        .find(|kv| kv.key == key)?
+                        .value
+                        .as_deref()?
+                        .parse::<i64>()
+                        .ok()
+                };
+                let range = offset(FIRST_OFFSET).zip(offset(LAST_OFFSET));
+                (group_of(f, &self.topic), range)
+            })
+            .collect();
+        ranges.sort_by_key(|(group, range)| (*group, range.map(|r| r.0)));
+        let mut out = HashSet::new();
+        // The group of the file before, and the last offset its group reached so far.
+        let mut last: Option<(Group, i64)> = None;
+        for (group, range) in ranges {
+            match (range, last) {
+                (None, _) => {
+                    out.insert(group);
+                }
+                (Some((first, end)), Some((g, reached))) if g == group => {
+                    if first <= reached {
+                        out.insert(group);
+                    }
+                    last = Some((group, reached.max(end)));
+                }
+                (Some((_, end)), _) => last = Some((group, end)),
+            }
+        }
+        out
+    }
+}
+
+/// A file's partition and date: an offset can only be in files of one group.
+type Group = (Option<i32>, Option<NaiveDate>);
+
+/// A file's group.
+fn group_of(f: &ArchiveFile, topic: &str) -> Group {
+    match f.place() {
+        Some((_, date, name)) => (partition_of(name, topic), Some(date)),
+        None => (None, None),
     }
 }
 
@@ -211,7 +321,7 @@ async fn read_group(
     c: &Candidate,
     shape: &Shape,
     wanted: &[usize],
-    sink: &mut (dyn FnMut(Row) + Send),
+    sink: &mut (dyn FnMut(Row) -> Result<(), Problem> + Send),
 ) -> Result<(), Problem> {
     let (file, meta) = &*c.file;
     let path = &file.path;
@@ -300,7 +410,7 @@ async fn read_group(
                 seq,
                 ts_us,
                 values,
-            });
+            })?;
         }
     }
     Ok(())
@@ -329,6 +439,180 @@ fn value_at(array: &ArrayRef, row: usize) -> Option<Value> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::read::{Agg, Range};
+    use arrow::array::RecordBatch;
+    use arrow::datatypes::{Field, Schema};
+    use parquet::arrow::ArrowWriter;
+    use parquet::file::metadata::KeyValue;
+    use parquet::file::properties::WriterProperties;
+    use serde_json::json;
+    use thingtotal_common::stream::StreamRecord;
+
+    const TOPIC: &str = "tt.entries.valid";
+    const DAY: i64 = 86_400_000_000;
+    const JAN_1: i64 = 1_767_225_600_000_000; // 2026-01-01T00:00:00Z
+
+    fn shape() -> Shape {
+        let s: StreamRecord = serde_json::from_value(json!({
+            "id": 1, "name": "n", "schema": {"type": "object", "properties": {
+                "t": {"type": "number"}}},
+            "version": 1, "created_at": "2026-01-01T00:00:00Z", "updated_at": "2026-01-01T00:00:00Z",
+            "write_key_sha256": "", "read_key_sha256": ""}))
+        .unwrap();
+        Shape::of(&s)
+    }
+
+    /// Writes the rows `seqs` (offset `seq - 1`, at `ts(seq)`, `t = seq`) as one file of
+    /// row groups of 10, named by its first offset, in the date directory of `date_us`.
+    fn write(root: &std::path::Path, date_us: i64, seqs: std::ops::Range<i64>, ts: fn(i64) -> i64) {
+        let date = date_of(date_us).unwrap();
+        let dir = root.join(format!("stream=1/date={date}"));
+        std::fs::create_dir_all(&dir).unwrap();
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("entry_id", DataType::Utf8, false),
+            Field::new("seq", DataType::Int64, false),
+            Field::new(
+                "ts",
+                DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
+                false,
+            ),
+            Field::new("t", DataType::Float64, true),
+        ]));
+        let seq: Vec<i64> = seqs.clone().collect();
+        let batch = RecordBatch::try_new(
+            schema.clone(),
+            vec![
+                Arc::new(StringArray::from_iter_values(
+                    seq.iter().map(|s| s.to_string()),
+                )),
+                Arc::new(Int64Array::from(seq.clone())),
+                Arc::new(
+                    TimestampMicrosecondArray::from(seq.iter().map(|&s| ts(s)).collect::<Vec<_>>())
+                        .with_timezone("UTC"),
+                ),
+                Arc::new(Float64Array::from(
+                    seq.iter().map(|&s| s as f64).collect::<Vec<_>>(),
+                )),
+            ],
+        )
+        .unwrap();
+        let props = WriterProperties::builder()
+            .set_max_row_group_row_count(Some(10))
+            .set_key_value_metadata(Some(vec![
+                KeyValue::new(FIRST_OFFSET.into(), (seqs.start - 1).to_string()),
+                KeyValue::new(LAST_OFFSET.into(), (seqs.end - 2).to_string()),
+            ]))
+            .build();
+        let name = thingtotal_common::archive::file_name(TOPIC, 0, seqs.start - 1);
+        let file = std::fs::File::create(dir.join(name)).unwrap();
+        let mut w = ArrowWriter::try_new(file, schema, Some(props)).unwrap();
+        w.write(&batch).unwrap();
+        w.close().unwrap();
+    }
+
+    fn reader(root: &std::path::Path, max_rows: usize) -> ArchiveReader {
+        ArchiveReader::new(Archive::Local(root.to_owned()), TOPIC, max_rows)
+    }
+
+    fn days(agg: Agg, n: i64) -> AggQuery {
+        AggQuery {
+            range: Range {
+                start_us: JAN_1,
+                end_us: JAN_1 + n * DAY,
+            },
+            window_us: DAY,
+            agg,
+            leaves: vec![0],
+        }
+    }
+
+    /// One row a minute from the first of January (seq 1 at 00:01).
+    fn minutes(seq: i64) -> i64 {
+        JAN_1 + seq * 60_000_000
+    }
+
+    #[tokio::test]
+    async fn aggregations_scan_at_most_max_rows_and_say_so_before_reading() {
+        let dir = tempfile::tempdir().unwrap();
+        // 1400 minutes on the first of January, 100 on the second.
+        write(dir.path(), JAN_1, 1..1401, minutes);
+        write(dir.path(), JAN_1 + DAY, 1401..1501, minutes);
+        let shape = shape();
+        let windows = reader(dir.path(), 1500)
+            .aggregate(&shape, &days(Agg::Mean, 2))
+            .await
+            .unwrap();
+        let mean = |from: i64, to: i64| json!((from + to) as f64 / 2.0);
+        assert_eq!(
+            windows,
+            [vec![Some(mean(1, 1439))], vec![Some(mean(1440, 1500))]]
+        );
+        let median = reader(dir.path(), 1500)
+            .aggregate(&shape, &days(Agg::Median, 2))
+            .await
+            .unwrap();
+        assert_eq!(median, windows);
+        let e = reader(dir.path(), 1499)
+            .aggregate(&shape, &days(Agg::Count, 2))
+            .await
+            .unwrap_err();
+        assert_eq!(e.status, 400);
+        assert!(
+            e.detail.contains("1500 rows") && e.detail.contains("at most 1499"),
+            "{}",
+            e.detail
+        );
+        assert!(e.detail.contains("--archive-read-max-rows"), "{}", e.detail);
+        // A page reads row groups only until it is full.
+        let page = EntriesQuery {
+            range: days(Agg::Count, 2).range,
+            limit: 5,
+            desc: true,
+            after: None,
+        };
+        let rows = reader(dir.path(), 20).entries(&shape, &page).await.unwrap();
+        let seqs: Vec<u64> = rows.iter().map(|r| r.seq).collect();
+        assert_eq!(seqs, [1500, 1499, 1498, 1497, 1496]);
+        // Past its cursor too.
+        let next = EntriesQuery {
+            after: Some(rows[4].key),
+            ..page
+        };
+        let rows = reader(dir.path(), 20).entries(&shape, &next).await.unwrap();
+        assert_eq!(rows[0].seq, 1495);
+    }
+
+    #[tokio::test]
+    async fn rows_of_a_compaction_in_progress_count_once() {
+        let dir = tempfile::tempdir().unwrap();
+        // Two files and, beside them, the file that merges them.
+        write(dir.path(), JAN_1, 1..51, minutes);
+        write(dir.path(), JAN_1, 51..101, minutes);
+        let merged = tempfile::tempdir().unwrap();
+        write(merged.path(), JAN_1, 1..101, minutes);
+        let date = date_of(JAN_1).unwrap();
+        let from = merged.path().join(format!("stream=1/date={date}"));
+        let to = dir.path().join(format!("stream=1/date={date}"));
+        let name = thingtotal_common::archive::file_name(TOPIC, 0, 0);
+        std::fs::rename(from.join(&name), to.join(name.replace("+0+", "+0+9"))).unwrap();
+        let shape = shape();
+        let count = reader(dir.path(), 1000)
+            .aggregate(&shape, &days(Agg::Count, 1))
+            .await
+            .unwrap();
+        assert_eq!(count, [vec![Some(json!(100))]]);
+        let page = EntriesQuery {
+            range: days(Agg::Count, 1).range,
+            limit: 1000,
+            desc: false,
+            after: None,
+        };
+        let rows = reader(dir.path(), 1000)
+            .entries(&shape, &page)
+            .await
+            .unwrap();
+        assert_eq!(rows.len(), 100);
+    }
 
     #[test]
     fn dates_of_a_range() {

@@ -158,88 +158,212 @@ pub(crate) fn point_key(ts_us: i64, seq: u64) -> i64 {
 /// Each window's aggregate, per requested leaf; `None` where a window has no value.
 pub(crate) type Windows = Vec<Vec<Option<Value>>>;
 
-/// Aggregates `rows` (any order) into the query's windows, the way InfluxQL does: `first` and
-/// `last` by point time, `median` the mean of the middle two of an even count, `count` 0 in an
-/// empty window.
-pub(crate) fn aggregate(rows: &[Row], q: &AggQuery, shape: &Shape) -> Windows {
-    let starts = q.window_starts();
-    let first = starts.first().copied().unwrap_or_default();
-    // Per window, per leaf: the (key, value) pairs.
-    let mut cells: Vec<Vec<Vec<(i64, &Value)>>> =
-        vec![vec![Vec::new(); q.leaves.len()]; starts.len()];
-    for r in rows {
-        if !q.range.contains(r.ts_us) {
-            continue;
-        }
-        let w = ((r.ts_us - first).div_euclid(q.window_us)) as usize;
-        let Some(cell) = cells.get_mut(w) else {
-            continue;
-        };
-        for (j, &leaf) in q.leaves.iter().enumerate() {
-            if let Some(v) = r.values.get(leaf).and_then(Option::as_ref) {
-                cell[j].push((r.key, v));
-            }
-        }
-    }
-    cells
-        .into_iter()
-        .map(|window| {
-            window
-                .into_iter()
-                .zip(&q.leaves)
-                .map(|(mut points, &leaf)| {
-                    let ty = shape.leaves[leaf].ty;
-                    points.sort_by_key(|(k, _)| *k);
-                    reduce(q.agg, ty, &points)
-                })
-                .collect()
-        })
-        .collect()
+/// What one window keeps of one field: no rows, only what its function needs.
+#[derive(Debug, Clone, Default)]
+struct Cell {
+    /// Values taken (for a closed median window, the values it had).
+    n: u64,
+    /// The float sum or extreme; a closed window's median.
+    f: f64,
+    /// The integer sum or extreme.
+    i: i64,
+    /// `first` or `last`: the point time and the value.
+    edge: Option<(i64, Value)>,
 }
 
-fn reduce(agg: Agg, ty: LeafType, points: &[(i64, &Value)]) -> Option<Value> {
-    if agg == Agg::Count {
-        return Some(Value::from(points.len() as i64));
-    }
-    if points.is_empty() {
-        return None;
-    }
-    match agg {
-        Agg::First => return Some(points[0].1.clone()),
-        Agg::Last => return Some(points[points.len() - 1].1.clone()),
-        _ => {}
-    }
-    if ty == LeafType::Integer && matches!(agg, Agg::Sum | Agg::Min | Agg::Max) {
-        let ints = points.iter().filter_map(|(_, v)| v.as_i64());
-        return match agg {
-            Agg::Sum => Some(Value::from(ints.fold(0i64, i64::wrapping_add))),
-            Agg::Min => ints.min().map(Value::from),
-            _ => ints.max().map(Value::from),
-        };
-    }
-    // Sums run in time order, as InfluxDB's reducers add them.
-    let floats: Vec<f64> = points.iter().filter_map(|(_, v)| v.as_f64()).collect();
-    if floats.is_empty() {
-        return None;
-    }
-    let f = match agg {
-        Agg::Sum => floats.iter().sum(),
-        Agg::Mean => floats.iter().sum::<f64>() / floats.len() as f64,
-        Agg::Min => floats.iter().copied().fold(f64::INFINITY, f64::min),
-        Agg::Max => floats.iter().copied().fold(f64::NEG_INFINITY, f64::max),
-        Agg::Median => {
-            let mut sorted = floats;
-            sorted.sort_by(f64::total_cmp);
-            let n = sorted.len();
-            if n % 2 == 1 {
-                sorted[n / 2]
+/// Windowed aggregation built one row at a time, the way InfluxQL computes it: `first` and
+/// `last` by point time, `median` the mean of the middle two of an even count, `count` 0 in an
+/// empty window. Each window keeps a count, a running sum, an extreme or its first and last
+/// value, never the rows. Sums are added in the order rows arrive, which is the order InfluxDB
+/// adds them in when rows arrive in time order.
+///
+/// A median needs the values themselves: they are held only for windows that may still get
+/// rows (see [`Aggregator::close_before`]), and at most `max_held` of them at once.
+#[derive(Debug)]
+pub(crate) struct Aggregator<'q> {
+    q: &'q AggQuery,
+    /// The type of each aggregated leaf.
+    types: Vec<LeafType>,
+    /// The first window's start.
+    first_us: i64,
+    windows: usize,
+    /// Per window, per aggregated leaf.
+    cells: Vec<Cell>,
+    /// Medians only: the values of each window and leaf not yet closed.
+    values: Vec<Vec<f64>>,
+    /// The windows before this one are closed.
+    closed: usize,
+    held: usize,
+    max_held: usize,
+    peak: usize,
+}
+
+impl<'q> Aggregator<'q> {
+    /// An aggregation of `q`'s windows (the caller bounds their number), holding at most
+    /// `max_held` values for medians.
+    pub(crate) fn new(q: &'q AggQuery, shape: &Shape, max_held: usize) -> Self {
+        let windows = usize::try_from(q.window_count()).unwrap_or_default();
+        let n = windows * q.leaves.len();
+        Self {
+            q,
+            types: q.leaves.iter().map(|&l| shape.leaves[l].ty).collect(),
+            first_us: q.range.start_us.div_euclid(q.window_us) * q.window_us,
+            windows,
+            cells: vec![Cell::default(); n],
+            values: if q.agg == Agg::Median {
+                vec![Vec::new(); n]
             } else {
-                (sorted[n / 2 - 1] + sorted[n / 2]) / 2.0
+                Vec::new()
+            },
+            closed: 0,
+            held: 0,
+            max_held,
+            peak: 0,
+        }
+    }
+
+    /// The window of a row at `ts_us`, if the range holds it.
+    pub(crate) fn window_of(&self, ts_us: i64) -> Option<usize> {
+        if !self.q.range.contains(ts_us) {
+            return None;
+        }
+        let w = usize::try_from((ts_us - self.first_us).div_euclid(self.q.window_us)).ok()?;
+        (w < self.windows).then_some(w)
+    }
+
+    /// Takes one row (any order, but never into a closed window); `400` when a median would
+    /// hold more than `max_held` values.
+    pub(crate) fn add(&mut self, row: &Row) -> Result<(), Problem> {
+        let Some(w) = self.window_of(row.ts_us) else {
+            return Ok(());
+        };
+        debug_assert!(w >= self.closed, "a row in a closed window");
+        let agg = self.q.agg;
+        for (j, &leaf) in self.q.leaves.iter().enumerate() {
+            let Some(v) = row.values.get(leaf).and_then(Option::as_ref) else {
+                continue;
+            };
+            let at = w * self.q.leaves.len() + j;
+            if agg == Agg::Median {
+                let Some(x) = v.as_f64() else { continue };
+                if self.held >= self.max_held {
+                    return Err(Problem::bad_request(format!(
+                        "a median holds the values of each window until no more rows can fall \
+                         in it, and this read needs more than {} at once, the most one read \
+                         may hold (--archive-read-max-rows): narrow the range or the window, \
+                         or name fewer fields",
+                        self.max_held
+                    )));
+                }
+                self.values[at].push(x);
+                self.held += 1;
+                self.peak = self.peak.max(self.held);
+                continue;
+            }
+            let c = &mut self.cells[at];
+            match agg {
+                Agg::Count => c.n += 1,
+                Agg::First | Agg::Last => {
+                    let replace = c.edge.as_ref().is_none_or(|(k, _)| {
+                        if agg == Agg::First {
+                            row.key < *k
+                        } else {
+                            row.key > *k
+                        }
+                    });
+                    if replace {
+                        c.edge = Some((row.key, v.clone()));
+                    }
+                }
+                Agg::Sum | Agg::Min | Agg::Max if self.types[j] == LeafType::Integer => {
+                    let Some(x) = v.as_i64() else { continue };
+                    c.i = match (c.n, agg) {
+                        (0, _) => x,
+                        (_, Agg::Sum) => c.i.wrapping_add(x),
+                        (_, Agg::Min) => c.i.min(x),
+                        _ => c.i.max(x),
+                    };
+                    c.n += 1;
+                }
+                _ => {
+                    let Some(x) = v.as_f64() else { continue };
+                    c.f = match (c.n, agg) {
+                        (0, _) => x,
+                        (_, Agg::Min) => c.f.min(x),
+                        (_, Agg::Max) => c.f.max(x),
+                        _ => c.f + x,
+                    };
+                    c.n += 1;
+                }
             }
         }
-        Agg::Count | Agg::First | Agg::Last => unreachable!("handled above"),
-    };
-    Some(shape::float(f))
+        Ok(())
+    }
+
+    /// Closes every window that ends by `t_us`: the caller promises that no row before `t_us`
+    /// is still to come. A closed window's median is computed and its values let go.
+    pub(crate) fn close_before(&mut self, t_us: i64) {
+        let ended = t_us
+            .saturating_sub(self.first_us)
+            .div_euclid(self.q.window_us);
+        self.close(usize::try_from(ended).unwrap_or_default().min(self.windows));
+    }
+
+    fn close(&mut self, upto: usize) {
+        if self.q.agg == Agg::Median {
+            let n = self.q.leaves.len();
+            for at in self.closed * n..upto.max(self.closed) * n {
+                let mut values = std::mem::take(&mut self.values[at]);
+                self.held -= values.len();
+                if !values.is_empty() {
+                    values.sort_by(f64::total_cmp);
+                    let k = values.len();
+                    self.cells[at].f = if k % 2 == 1 {
+                        values[k / 2]
+                    } else {
+                        (values[k / 2 - 1] + values[k / 2]) / 2.0
+                    };
+                    self.cells[at].n = k as u64;
+                }
+            }
+        }
+        self.closed = self.closed.max(upto);
+    }
+
+    /// The most values held at once for medians so far.
+    #[cfg(test)]
+    pub(crate) fn peak_held(&self) -> usize {
+        self.peak
+    }
+
+    /// Every window's aggregates.
+    pub(crate) fn finish(mut self) -> Windows {
+        self.close(self.windows);
+        let n = self.q.leaves.len();
+        let agg = self.q.agg;
+        let mut cells = self.cells.into_iter();
+        (0..self.windows)
+            .map(|_| {
+                (0..n)
+                    .map(|j| {
+                        let c = cells.next().unwrap_or_default();
+                        match agg {
+                            Agg::Count => Some(Value::from(c.n)),
+                            Agg::First | Agg::Last => c.edge.map(|(_, v)| v),
+                            _ if c.n == 0 => None,
+                            Agg::Mean => Some(shape::float(c.f / c.n as f64)),
+                            Agg::Sum | Agg::Min | Agg::Max
+                                if self.types[j] == LeafType::Integer =>
+                            {
+                                Some(Value::from(c.i))
+                            }
+                            _ => Some(shape::float(c.f)),
+                        }
+                    })
+                    .collect()
+            })
+            .collect()
+    }
 }
 
 /// Where reads come from.
@@ -322,10 +446,7 @@ impl Backends {
     ) -> Result<Windows, Problem> {
         match source {
             Backend::Influx => self.influx()?.aggregate(shape, q).await,
-            Backend::Archive => {
-                let rows = self.archive()?.rows(shape, q.range, &q.leaves).await?;
-                Ok(aggregate(&rows, q, shape))
-            }
+            Backend::Archive => self.archive()?.aggregate(shape, q).await,
         }
     }
 
@@ -378,7 +499,12 @@ mod tests {
             agg,
             leaves: vec![0, 1],
         };
-        aggregate(rows, &q, &shape())
+        let shape = shape();
+        let mut a = Aggregator::new(&q, &shape, usize::MAX);
+        for r in rows {
+            a.add(r).unwrap();
+        }
+        a.finish()
     }
 
     #[test]
@@ -418,5 +544,57 @@ mod tests {
             [Some(json!(3.5)), Some(json!(3.5))]
         );
         assert_eq!(run(Agg::Median, &rows[..3])[1][0], Some(json!(3.0)));
+    }
+
+    /// 100 one-minute windows of 50 rows each, read in "row groups" of 10 in time order.
+    fn stream_of_windows(agg: Agg, max_held: usize) -> Result<(Windows, usize), Problem> {
+        let q = AggQuery {
+            range: Range {
+                start_us: 0,
+                end_us: 100 * 60_000_000,
+            },
+            window_us: 60_000_000,
+            agg,
+            leaves: vec![0, 1],
+        };
+        let shape = shape();
+        let mut a = Aggregator::new(&q, &shape, max_held);
+        let rows: Vec<Row> = (0..5000u64)
+            .map(|i| row(i, i as i64 * 1_200_000, (i % 50) as f64, (i % 50) as i64))
+            .collect();
+        for group in rows.chunks(10) {
+            a.close_before(group[0].ts_us);
+            for r in group {
+                a.add(r)?;
+            }
+        }
+        let peak = a.peak_held();
+        Ok((a.finish(), peak))
+    }
+
+    #[test]
+    fn aggregates_keep_no_rows_and_medians_only_the_open_window() {
+        let (mean, held) = stream_of_windows(Agg::Mean, usize::MAX).unwrap();
+        assert_eq!(held, 0, "a mean holds no values");
+        assert_eq!(mean.len(), 100);
+        assert!(mean
+            .iter()
+            .all(|w| w == &[Some(json!(24.5)), Some(json!(24.5))]));
+        let (median, held) = stream_of_windows(Agg::Median, usize::MAX).unwrap();
+        assert_eq!(
+            held, 100,
+            "one window's 50 rows of two fields, not 5000 rows"
+        );
+        assert!(median
+            .iter()
+            .all(|w| w == &[Some(json!(24.5)), Some(json!(24.5))]));
+        let e = stream_of_windows(Agg::Median, 99).unwrap_err();
+        assert_eq!(e.status, 400);
+        assert!(
+            e.detail.contains("99") && e.detail.contains("--archive-read-max-rows"),
+            "{}",
+            e.detail
+        );
+        assert!(stream_of_windows(Agg::Median, 100).is_ok());
     }
 }

@@ -6,7 +6,7 @@ use thingtotal_common::problem::Problem;
 
 /// The earliest and latest times a query may name: InfluxDB's nanosecond timestamps cover
 /// 1677 to 2262, so both ends stay well inside.
-const MIN_US: i64 = -5_364_662_400_000_000; // 1800-01-01
+pub(crate) const MIN_US: i64 = -5_364_662_400_000_000; // 1800-01-01
 const MAX_US: i64 = 7_258_118_400_000_000; // 2200-01-01
 
 /// Parses a duration: a positive integer and a unit, `s`, `m`, `h`, `d` or `w` (`90s`, `15m`).

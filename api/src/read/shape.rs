@@ -89,12 +89,27 @@ pub(crate) fn coerce(ty: LeafType, v: Value) -> Option<Value> {
     Some(out)
 }
 
-/// A value as one CSV cell: strings as they are, JSON values as their text, null as nothing.
+/// A value as one CSV cell, for every CSV this API writes: numbers, booleans and JSON values as
+/// their text, null as nothing, and strings as they are unless a spreadsheet would take them
+/// for a formula (see [`csv_text`]).
 pub(crate) fn cell(v: Option<&Value>) -> String {
     match v {
         None | Some(Value::Null) => String::new(),
-        Some(Value::String(s)) => s.clone(),
+        Some(Value::String(s)) => csv_text(s).into_owned(),
         Some(other) => other.to_string(),
+    }
+}
+
+/// Text for a CSV cell, safe to open in a spreadsheet: text that starts with `=`, `+`, `-`, `@`,
+/// a tab or a carriage return gets a leading `'`, as OWASP advises against CSV injection, so
+/// that a spreadsheet shows it instead of running it. A number written as text (`-3.5`) is
+/// left as it is: a spreadsheet reads it as the number it is.
+pub(crate) fn csv_text(s: &str) -> std::borrow::Cow<'_, str> {
+    let risky = s.starts_with(['=', '+', '-', '@', '\t', '\r']);
+    if risky && !s.parse::<f64>().is_ok_and(f64::is_finite) {
+        format!("'{s}").into()
+    } else {
+        s.into()
     }
 }
 
@@ -154,5 +169,27 @@ mod tests {
         assert_eq!(cell(Some(&json!("a,b"))), "a,b");
         assert_eq!(cell(Some(&json!(1.5))), "1.5");
         assert_eq!(cell(None), "");
+    }
+
+    #[test]
+    fn csv_cells_that_a_spreadsheet_would_run_are_neutralised_and_numbers_are_not() {
+        for (v, want) in [
+            (json!("=1+2"), "'=1+2"),
+            (json!("+A1"), "'+A1"),
+            (json!("-2+3"), "'-2+3"),
+            (json!("@SUM(A1:A9)"), "'@SUM(A1:A9)"),
+            (json!("\tx"), "'\tx"),
+            (json!("\rx"), "'\rx"),
+            (json!("a=b"), "a=b"),
+            (json!(""), ""),
+            (json!("-3.5"), "-3.5"),
+            (json!("+1e3"), "+1e3"),
+            (json!("-inf"), "'-inf"),
+            (json!(-3.5), "-3.5"),
+            (json!(-7), "-7"),
+            (json!(["=x"]), "[\"=x\"]"),
+        ] {
+            assert_eq!(cell(Some(&v)), want, "{v}");
+        }
     }
 }

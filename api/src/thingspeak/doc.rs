@@ -2,7 +2,7 @@
 
 /// The newest entries of a channel, oldest first: `{"channel": {…}, "feeds": [{"created_at",
 /// "entry_id", "field1", …}]}`, values as strings. With `average`, `median`, `sum` or
-/// `timescale`, one feed per window, without `entry_id`.
+/// `timescale`, one feed per window, without `entry_id`: at most the newest 8000 windows.
 #[utoipa::path(get, path = "/channels/{id}/feeds.json", tag = "thingspeak",
     params(("id" = u64, Path, description = "Channel (stream) id"),
            ("api_key" = Option<String>, Query, description = "Read key (private channels)"),
@@ -26,7 +26,9 @@
 #[allow(dead_code)]
 fn feeds_json() {}
 
-/// The same as CSV: `created_at,entry_id,field1,…`, dates as `YYYY-MM-DD HH:MM:SS UTC`.
+/// The same as CSV: `created_at,entry_id,field1,…`, dates as `YYYY-MM-DD HH:MM:SS UTC`; text
+/// that starts with `=`, `+`, `-`, `@`, a tab or a carriage return (and is not a number) gets a
+/// leading `'`, so that spreadsheets do not run it.
 #[utoipa::path(get, path = "/channels/{id}/feeds.csv", tag = "thingspeak",
     params(("id" = u64, Path, description = "Channel (stream) id")),
     responses((status = 200, description = "CSV", body = String, content_type = "text/csv"),

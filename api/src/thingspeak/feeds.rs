@@ -8,7 +8,7 @@ use thingtotal_common::thingspeak::channel_fields;
 
 use super::error::TsError;
 use super::params::{FeedsRequest, MAX_RESULTS};
-use crate::read::{self, Agg, AggQuery, EntriesQuery, Range, Row, Shape};
+use crate::read::{self, Agg, AggQuery, Aggregator, EntriesQuery, Range, Row, Shape};
 use crate::Api;
 
 /// One feed: `created_at`, `entry_id` (absent for windows), then the fields asked for.
@@ -66,7 +66,7 @@ pub(super) async fn read_feeds(
     let mut feeds: Vec<Feed> = match req.window {
         None => rows.iter().map(|r| feed_of(stream, shape, r)).collect(),
         Some((agg, per_entry, window_us)) => {
-            windows(stream, shape, &rows, agg, per_entry, window_us)
+            windows(stream, shape, &rows, agg, per_entry, window_us)?
         }
     };
     let numbers = |f: &Feed| -> Vec<f64> {
@@ -90,7 +90,9 @@ pub(super) async fn read_feeds(
 
 /// ThingSpeak's windows: from the first entry's window to the last one's, empty ones included,
 /// each starting on an epoch-aligned boundary and carrying no `entry_id`. `average` divides the
-/// sum by the number of entries in the window.
+/// sum by the number of entries in the window. As many windows as `results` allows entries
+/// (8000) at most: the newest, ending with the last entry's; older entries are left out, as
+/// entries beyond `results` are.
 fn windows(
     stream: &StreamRecord,
     shape: &Shape,
@@ -98,33 +100,36 @@ fn windows(
     agg: Agg,
     per_entry: bool,
     window_us: i64,
-) -> Vec<Feed> {
+) -> Result<Vec<Feed>, TsError> {
     let (Some(first), Some(last)) = (rows.first(), rows.last()) else {
-        return Vec::new();
+        return Ok(Vec::new());
     };
     let names = channel_fields(stream);
     // The fields are top-level properties; a field that is not a leaf (an object) has no
     // aggregate.
     let leaves: Vec<Option<usize>> = names.iter().map(|(_, n)| shape.index(n)).collect();
+    let last_window = last.ts_us.div_euclid(window_us) * window_us;
+    let oldest = last_window.saturating_sub(window_us.saturating_mul(MAX_RESULTS as i64 - 1));
     let q = AggQuery {
         range: Range {
-            start_us: first.ts_us,
+            start_us: first.ts_us.max(oldest),
             end_us: last.ts_us + 1,
         },
         window_us,
         agg,
         leaves: leaves.iter().flatten().copied().collect(),
     };
-    let values = read::aggregate(rows, &q, shape);
-    let starts = q.window_starts();
-    let mut counts = vec![0usize; starts.len()];
+    // At most 8000 rows: a median may hold all of their values.
+    let mut aggregator = Aggregator::new(&q, shape, usize::MAX);
+    let mut counts = vec![0usize; usize::try_from(q.window_count()).unwrap_or_default()];
     for r in rows {
-        let w = ((r.ts_us - starts[0]).div_euclid(window_us)) as usize;
-        if let Some(c) = counts.get_mut(w) {
-            *c += 1;
+        aggregator.add(r)?;
+        if let Some(w) = aggregator.window_of(r.ts_us) {
+            counts[w] += 1;
         }
     }
-    starts
+    let values = aggregator.finish();
+    Ok(q.window_starts()
         .iter()
         .zip(values)
         .zip(counts)
@@ -148,7 +153,7 @@ fn windows(
                 values,
             }
         })
-        .collect()
+        .collect())
 }
 
 /// The latest entry's `seq`, for `last_entry_id`.
@@ -178,4 +183,53 @@ pub(super) async fn last_feed(
         .iter()
         .map(|r| feed_of(stream, shape, r))
         .find(|f| f.values[i].is_some()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::read::point_key;
+    use serde_json::json;
+
+    fn stream() -> StreamRecord {
+        serde_json::from_value(json!({
+            "id": 1, "name": "n", "schema": {"type": "object", "properties": {
+                "t": {"type": "number"}}},
+            "version": 1, "created_at": "2026-01-01T00:00:00Z", "updated_at": "2026-01-01T00:00:00Z",
+            "write_key_sha256": "", "read_key_sha256": ""}))
+        .unwrap()
+    }
+
+    fn row(seq: u64, ts_us: i64, t: f64) -> Row {
+        Row {
+            key: point_key(ts_us, seq),
+            entry_id: seq.to_string(),
+            seq,
+            ts_us,
+            values: vec![Some(json!(t))],
+        }
+    }
+
+    #[test]
+    fn windows_stop_at_the_newest_8000() {
+        let stream = stream();
+        let shape = Shape::of(&stream);
+        let ten_minutes = 600_000_000;
+        let now = 1_767_225_600_000_000; // 2026-01-01T00:00:00Z
+                                         // One entry in 1970, one in each of the last two windows.
+        let rows = [
+            row(1, 0, 1.0),
+            row(2, now - ten_minutes, 2.0),
+            row(3, now + 1, 3.0),
+        ];
+        for (agg, per_entry) in [(Agg::First, false), (Agg::Sum, true), (Agg::Median, false)] {
+            let feeds = windows(&stream, &shape, &rows, agg, per_entry, ten_minutes).unwrap();
+            assert_eq!(feeds.len(), MAX_RESULTS, "{agg:?}");
+            let last = &feeds[MAX_RESULTS - 1];
+            assert_eq!((last.ts_us, &last.values), (now, &vec![Some(json!(3.0))]));
+            assert_eq!(feeds[MAX_RESULTS - 2].values, [Some(json!(2.0))]);
+            assert_eq!(feeds[0].ts_us, now - 7999 * ten_minutes);
+            assert_eq!(feeds[0].values, [None]);
+        }
+    }
 }

@@ -11,6 +11,7 @@ use super::error::TsError;
 use super::feeds::Feed;
 use super::params::FeedsRequest;
 use super::zone::Zone;
+use crate::read::shape::cell;
 
 /// An answer of `body` as `content_type`.
 pub(super) fn text(body: &str, content_type: &'static str) -> Response {
@@ -99,6 +100,16 @@ pub(super) fn feeds_csv(
     names: &[(String, String)],
     only: Option<usize>,
 ) -> Result<Response, TsError> {
+    let body = csv_body(feeds, req, names, only)?;
+    Ok(text(&body, "text/csv; charset=utf-8"))
+}
+
+fn csv_body(
+    feeds: &[Feed],
+    req: &FeedsRequest,
+    names: &[(String, String)],
+    only: Option<usize>,
+) -> Result<String, TsError> {
     let failed = |e: csv::Error| {
         TsError::from(Problem::new(
             StatusCode::INTERNAL_SERVER_ERROR,
@@ -125,17 +136,15 @@ pub(super) fn feeds_csv(
         }
         for (i, v) in f.values.iter().enumerate() {
             if only.is_none_or(|o| o == i) {
-                record.push(match ts_value(v.as_ref(), req.round) {
-                    Value::String(s) => s,
-                    _ => String::new(),
-                });
+                record.push(cell(Some(&ts_value(v.as_ref(), req.round))));
             }
         }
         w.write_record(&record).map_err(failed)?;
     }
-    let body = String::from_utf8(w.into_inner().map_err(|e| failed(e.into_error().into()))?)
-        .unwrap_or_default();
-    Ok(text(&body, "text/csv; charset=utf-8"))
+    Ok(
+        String::from_utf8(w.into_inner().map_err(|e| failed(e.into_error().into()))?)
+            .unwrap_or_default(),
+    )
 }
 
 #[cfg(test)]
@@ -149,5 +158,25 @@ mod tests {
         assert_eq!(ts_value(Some(&json!(21.456)), Some(2)), json!("21.46"));
         assert_eq!(ts_value(Some(&json!(true)), None), json!("true"));
         assert_eq!(ts_value(None, None), Value::Null);
+    }
+
+    #[test]
+    fn csv_strings_are_safe_in_a_spreadsheet_and_numbers_stay() {
+        let req =
+            super::super::params::feeds_request(&super::super::params::ReadQuery::parse("round=1"))
+                .unwrap();
+        let names = [
+            ("field1".to_owned(), "t".to_owned()),
+            ("field2".to_owned(), "note".to_owned()),
+        ];
+        let feed = Feed {
+            ts_us: 0,
+            entry_id: Some(1),
+            values: vec![Some(json!(-3.54)), Some(json!("=1+2"))],
+        };
+        assert_eq!(
+            csv_body(&[feed], &req, &names, None).unwrap(),
+            "created_at,entry_id,field1,field2\n1970-01-01 00:00:00 UTC,1,-3.5,'=1+2\n"
+        );
     }
 }

@@ -15,10 +15,7 @@ use thingtotal_common::stream::StreamId;
 use thingtotal_common::Result;
 use tracing::warn;
 
-/// Footer key: the first offset a file holds.
-pub(crate) const FIRST_OFFSET: &str = "thingtotal.first_offset";
-/// Footer key: the last offset a file holds.
-pub(crate) const LAST_OFFSET: &str = "thingtotal.last_offset";
+pub(crate) use thingtotal_common::archive::{FIRST_OFFSET, LAST_OFFSET};
 
 /// How old a temporary file must be before recovery takes it for a crash's leftover; a live
 /// writer's temporary file is seconds old.
