@@ -657,7 +657,7 @@ mod tests {
     }
 
     /// Appends that find the write queue full are refused at once instead of queueing without
-    /// bound; a group's commits wait for room instead.
+    /// bound.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn appends_beyond_the_write_queue_are_refused() {
         let dir = tempfile::tempdir().unwrap();
