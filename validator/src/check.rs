@@ -11,6 +11,7 @@ use thingtotal_common::stream::{StreamId, StreamRecord};
 use thingtotal_common::time::parse_device_time;
 
 use crate::schemas::Schemas;
+use crate::TimeWindow;
 
 /// Where a raw entry goes.
 #[derive(Debug)]
@@ -74,7 +75,12 @@ fn timestamp(value: &Value) -> Option<DateTime<Utc>> {
 }
 
 /// Judges one raw entry against `stream` (None: the stream is unknown).
-pub(crate) fn judge(c: &Consumed, stream: Option<&StreamRecord>, schemas: &Schemas) -> Verdict {
+pub(crate) fn judge(
+    c: &Consumed,
+    stream: Option<&StreamRecord>,
+    schemas: &Schemas,
+    window: TimeWindow,
+) -> Verdict {
     let dead = |kind, message: String, violations, stream_version| Verdict::Dead {
         kind,
         message,
@@ -164,6 +170,21 @@ pub(crate) fn judge(c: &Consumed, stream: Option<&StreamRecord>, schemas: &Schem
             }
         }
     };
+    // A device clock in 1970 or 9999 would open an archive file per day it names, and InfluxDB
+    // cannot store most of them: such times are refused with the reason.
+    if let Some(message) = window.refuses(ts, Utc::now()) {
+        let violation = Violation {
+            instance_path: stream
+                .timestamp_field
+                .as_ref()
+                .map(|f| format!("/{f}"))
+                .unwrap_or_default(),
+            schema_path: String::new(),
+            keyword: "time_window".into(),
+            message: message.clone(),
+        };
+        return dead(Kind::BadTimestamp, message, vec![violation], version);
+    }
     let envelope = Envelope {
         entry_id: header_str(c, envelope::ENTRY_ID).unwrap_or_default(),
         seq: c.offset as u64 + 1,
@@ -247,6 +268,54 @@ pub(crate) fn output(
 mod tests {
     use super::*;
     use serde_json::json;
+
+    /// Judges with the default time window.
+    fn judge(c: &Consumed, stream: Option<&StreamRecord>, schemas: &Schemas) -> Verdict {
+        super::judge(c, stream, schemas, TimeWindow::default())
+    }
+
+    #[test]
+    fn times_outside_the_window_around_now_are_bad_timestamps() {
+        let s = Schemas::default();
+        let st = stream(Some("at"));
+        let now = Utc::now().timestamp_millis();
+        let day = 86_400_000;
+        for (at, ok) in [
+            (now, true),
+            (now - 3000 * day, true),
+            (now + day / 2, true),
+            (0, false),
+            (now - 3700 * day, false),
+            (now + 2 * day, false),
+            (253_402_300_799_000, false),
+        ] {
+            let verdict = judge(&raw(&format!("{{\"t\":1,\"at\":{at}}}")), Some(&st), &s);
+            match verdict {
+                Verdict::Valid(_) => assert!(ok, "{at} was accepted"),
+                Verdict::Dead {
+                    kind, violations, ..
+                } => {
+                    assert!(!ok, "{at} was refused");
+                    assert_eq!(kind, Kind::BadTimestamp);
+                    assert_eq!(violations[0].instance_path, "/at");
+                    assert!(violations[0].message.contains("outside"), "{violations:?}");
+                }
+            }
+        }
+        // A narrower window, as the flags give it.
+        let narrow = TimeWindow {
+            past: std::time::Duration::from_secs(60),
+            future: std::time::Duration::from_secs(60),
+        };
+        let c = raw(&format!("{{\"t\":1,\"at\":{}}}", now - 3_600_000));
+        assert!(matches!(
+            super::judge(&c, Some(&st), &s, narrow),
+            Verdict::Dead {
+                kind: Kind::BadTimestamp,
+                ..
+            }
+        ));
+    }
 
     fn stream(timestamp_field: Option<&str>) -> StreamRecord {
         serde_json::from_value(json!({

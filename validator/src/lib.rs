@@ -77,6 +77,61 @@ pub struct ValidatorArgs {
         default_value_t = 20
     )]
     pub validator_batch_linger_ms: u64,
+    /// How far back an entry's time may be, in days; older entries are dead-lettered as
+    /// `bad_timestamp`.
+    #[arg(long, env = "THINGTOTAL_ENTRY_TIME_PAST_DAYS", default_value_t = 3650)]
+    pub entry_time_past_days: u64,
+    /// How far ahead of now an entry's time may be, in seconds; later entries are dead-lettered
+    /// as `bad_timestamp`.
+    #[arg(
+        long,
+        env = "THINGTOTAL_ENTRY_TIME_FUTURE_SECS",
+        default_value_t = 86_400
+    )]
+    pub entry_time_future_secs: u64,
+}
+
+/// The entry times the validator accepts: from `past` before the moment it judges an entry to
+/// `future` after it.
+#[derive(Debug, Clone, Copy)]
+pub struct TimeWindow {
+    /// How far back.
+    pub past: Duration,
+    /// How far ahead.
+    pub future: Duration,
+}
+
+impl Default for TimeWindow {
+    fn default() -> Self {
+        Self {
+            past: Duration::from_secs(3650 * 86_400),
+            future: Duration::from_secs(86_400),
+        }
+    }
+}
+
+impl TimeWindow {
+    /// Why `ts` is refused at `now`, if it is.
+    fn refuses(
+        self,
+        ts: chrono::DateTime<chrono::Utc>,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> Option<String> {
+        let span = |d: Duration| chrono::Duration::from_std(d).unwrap_or(chrono::Duration::MAX);
+        let earliest = now.checked_sub_signed(span(self.past));
+        let latest = now.checked_add_signed(span(self.future));
+        let too_early = earliest.is_some_and(|e| ts < e);
+        let too_late = latest.is_some_and(|l| ts > l);
+        (too_early || too_late).then(|| {
+            format!(
+                "the entry's time {} is outside the accepted window: {} days before now to {} \
+                 seconds after (--entry-time-past-days, --entry-time-future-secs)",
+                thingtotal_common::envelope::format_time(ts),
+                self.past.as_secs() / 86_400,
+                self.future.as_secs()
+            )
+        })
+    }
 }
 
 /// The validator's errors.
@@ -124,6 +179,8 @@ pub struct Settings {
     pub batch_max: usize,
     /// Longest wait to fill a batch.
     pub linger: Duration,
+    /// The entry times accepted.
+    pub window: TimeWindow,
 }
 
 impl ValidatorArgs {
@@ -140,6 +197,10 @@ impl ValidatorArgs {
                 .unwrap_or_else(|| uuid::Uuid::now_v7().simple().to_string()),
             batch_max: self.validator_batch_max.max(1),
             linger: Duration::from_millis(self.validator_batch_linger_ms),
+            window: TimeWindow {
+                past: Duration::from_secs(self.entry_time_past_days.saturating_mul(86_400)),
+                future: Duration::from_secs(self.entry_time_future_secs),
+            },
         }
     }
 }
@@ -169,6 +230,7 @@ pub async fn consume(
     let validator = Validator {
         part,
         schemas: Arc::new(Schemas::default()),
+        window: settings.window,
         pending: None,
     };
     consumer::run(&log, driver, validator, shutdown).await?;
@@ -180,6 +242,8 @@ pub async fn consume(
 struct Validator {
     part: Part,
     schemas: Arc<Schemas>,
+    /// The entry times accepted.
+    window: TimeWindow,
     /// The batch being committed: when it was judged, its size and its outcomes.
     pending: Option<Judged>,
 }
@@ -220,6 +284,7 @@ impl Handler for Validator {
         let (valid, dlq) = (self.part.topics.valid.clone(), self.part.topics.dlq.clone());
         let schemas = self.schemas.clone();
         let max_bytes = self.part.limits.max_record_bytes();
+        let window = self.window;
         // Validation is CPU work: off the async threads.
         let (records, outcomes) = tokio::task::spawn_blocking(move || {
             let mut outcomes: HashMap<&'static str, u64> = HashMap::new();
@@ -227,7 +292,7 @@ impl Handler for Validator {
                 .into_iter()
                 .map(|c| {
                     let stream = stream_id(&c).and_then(|id| streams.get(&id).cloned().flatten());
-                    let verdict = judge(&c, stream.as_deref(), &schemas).within(
+                    let verdict = judge(&c, stream.as_deref(), &schemas, window).within(
                         &c,
                         stream.as_ref().map(|s| s.version),
                         max_bytes,
