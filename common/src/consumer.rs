@@ -59,15 +59,6 @@ pub enum Commit {
     },
 }
 
-impl Commit {
-    fn positions(&self) -> &[TopicPartitionOffset] {
-        match self {
-            Commit::Nothing => &[],
-            Commit::Positions(p) | Commit::Atomic { positions: p, .. } => p,
-        }
-    }
-}
-
 /// What became of a batch.
 #[derive(Debug)]
 pub enum Handled {
@@ -229,15 +220,18 @@ async fn apply<H: Handler>(
     commit: Commit,
     handler: &mut H,
 ) -> Result<()> {
-    let positions = commit.positions().to_vec();
-    match commit {
+    let positions = match commit {
         Commit::Nothing => return Ok(()),
         Commit::Positions(p) if p.is_empty() => return Ok(()),
-        Commit::Positions(p) => consumer.commit(&p).await?,
-        Commit::Atomic { records, positions } => {
-            consumer.produce_and_commit(records, &positions).await?
+        Commit::Positions(p) => {
+            consumer.commit(&p).await?;
+            p
         }
-    }
+        Commit::Atomic { records, positions } => {
+            consumer.produce_and_commit(records, &positions).await?;
+            positions
+        }
+    };
     handler.committed(&positions);
     Ok(())
 }

@@ -171,18 +171,24 @@ impl EmbeddedLog {
     /// others (topics, a group's produce-and-commit) wait for room.
     async fn submit<T>(&self, op: impl FnOnce(Reply<T>) -> Op, refusable: bool) -> Result<T> {
         let (reply, rx) = oneshot::channel();
-        match self.inner.ops.try_send(op(reply)) {
-            Ok(()) => {}
-            Err(mpsc::TrySendError::Full(_)) if refusable => return Err(Error::Busy),
+        self.enqueue(op(reply), refusable).await?;
+        rx.await.map_err(|_| Error::Closed)?
+    }
+
+    /// Puts `op` in the writer's queue: refused with [`Error::Busy`] when the queue is full and
+    /// the op is `refusable`, otherwise waiting for room.
+    async fn enqueue(&self, op: Op, refusable: bool) -> Result<()> {
+        match self.inner.ops.try_send(op) {
+            Ok(()) => Ok(()),
+            Err(mpsc::TrySendError::Full(_)) if refusable => Err(Error::Busy),
             Err(mpsc::TrySendError::Full(op)) => {
                 let ops = self.inner.ops.clone();
                 spawn_blocking(move || ops.send(op))
                     .await?
-                    .map_err(|_| Error::Closed)?;
+                    .map_err(|_| Error::Closed)
             }
-            Err(mpsc::TrySendError::Disconnected(_)) => return Err(Error::Closed),
+            Err(mpsc::TrySendError::Disconnected(_)) => Err(Error::Closed),
         }
-        rx.await.map_err(|_| Error::Closed)?
     }
 
     /// Appends `records`, waiting at most `deadline` for them to be stored. When the deadline
@@ -203,11 +209,7 @@ impl EmbeddedLog {
             claim: claim.clone(),
             reply,
         };
-        match self.inner.ops.try_send(op) {
-            Ok(()) => {}
-            Err(mpsc::TrySendError::Full(_)) => return Err(Error::Busy),
-            Err(mpsc::TrySendError::Disconnected(_)) => return Err(Error::Closed),
-        }
+        self.enqueue(op, true).await?;
         tokio::select! {
             outcome = &mut rx => return outcome.map_err(|_| Error::Closed)?,
             _ = tokio::time::sleep(deadline) => {}
