@@ -4,8 +4,14 @@
 //! tombstone removes the stream. Reads never wait. A part that meets an id it has not seen waits
 //! for the registry to catch up to the topic's end before it decides the stream does not exist,
 //! and the api waits for its own write to be applied before it answers (read-your-writes).
+//!
+//! Anyone can send an unknown id, so asking the log for the topic's end must not cost a request
+//! per lookup. One request is in flight at a time, and every lookup that arrived before it was
+//! sent takes its answer: however many unknown ids arrive at once, a part sends the log at most
+//! one request per round trip, and a lookup never decides on an end learnt before it arrived.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -46,6 +52,11 @@ pub struct Registry {
     streams: RwLock<Streams>,
     /// The offset of the next record to apply.
     applied: watch::Sender<i64>,
+    /// How many requests for the topic's end were sent, counting the one in flight.
+    probes_sent: AtomicU64,
+    /// The last answer to one: (its number, the end), if it succeeded. Held while one is in
+    /// flight, so that lookups queue behind it.
+    probe: tokio::sync::Mutex<Option<(u64, i64)>>,
 }
 
 impl Registry {
@@ -62,6 +73,8 @@ impl Registry {
             topic: topic.to_owned(),
             streams: RwLock::new(Streams::default()),
             applied,
+            probes_sent: AtomicU64::new(0),
+            probe: tokio::sync::Mutex::new(None),
         });
         let mut reader = log.reader(topic, 0, 0).await?;
         let r = registry.clone();
@@ -172,8 +185,35 @@ impl Registry {
         Ok(self.get(id))
     }
 
+    /// How many requests for the topic's end this registry has sent.
+    pub fn end_requests(&self) -> u64 {
+        self.probes_sent.load(Ordering::Acquire)
+    }
+
     /// Waits until every record that is in the topic now has been applied.
     pub async fn caught_up(&self, timeout: Duration) -> Result<()> {
+        let end = tokio::time::timeout(timeout, self.end())
+            .await
+            .map_err(|_| Error::Timeout {
+                what: "the streams topic's end offset",
+                after: timeout,
+            })??;
+        self.applied_through(end - 1, timeout).await
+    }
+
+    /// The topic's end, from a request sent after this call began: its own, or one that
+    /// another lookup sent meanwhile (see the module's documentation).
+    async fn end(&self) -> Result<i64> {
+        let arrived = self.probes_sent.load(Ordering::Acquire);
+        let mut last = self.probe.lock().await;
+        if let Some((n, end)) = *last {
+            if n > arrived {
+                return Ok(end);
+            }
+        }
+        let n = self.probes_sent.fetch_add(1, Ordering::AcqRel) + 1;
+        crate::telemetry::registry_asked_for_end();
+        *last = None;
         let end = self
             .log
             .end_offsets(&self.topic)
@@ -181,7 +221,8 @@ impl Registry {
             .first()
             .copied()
             .unwrap_or(0);
-        self.applied_through(end - 1, timeout).await
+        *last = Some((n, end));
+        Ok(end)
     }
 
     /// Waits until the record at `offset` has been applied (read-your-writes).

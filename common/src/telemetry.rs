@@ -29,6 +29,24 @@ pub fn prometheus() -> &'static PrometheusHandle {
         let handle = recorder.handle();
         // Tests start several parts in one process; only the first install can win.
         let _ = metrics::set_global_recorder(recorder);
+        describe();
         handle
     })
+}
+
+const REGISTRY_END_REQUESTS: &str = "thingtotal_registry_end_requests_total";
+
+/// The stream registry asked the log for the streams topic's end (to look up an id it did not
+/// know).
+pub fn registry_asked_for_end() {
+    metrics::counter!(REGISTRY_END_REQUESTS).increment(1);
+}
+
+/// Describes the metrics every part records.
+fn describe() {
+    metrics::describe_counter!(
+        REGISTRY_END_REQUESTS,
+        metrics::Unit::Count,
+        "Requests to the log for the streams topic's end, which lookups of unknown stream ids share"
+    );
 }
