@@ -51,12 +51,42 @@ pub(crate) fn require_read(
     c: &Credential,
     stream: &StreamRecord,
 ) -> Result<(), Problem> {
+    if stream.public {
+        return Ok(());
+    }
+    key_or_admin(
+        token,
+        c,
+        stream,
+        "this stream is private: send its read key or the admin token",
+    )
+}
+
+/// Requires the stream's read key or the admin token, public or not (for what a public stream
+/// does not show: its rejected entries).
+pub(crate) fn require_reader(
+    token: Option<&str>,
+    c: &Credential,
+    stream: &StreamRecord,
+) -> Result<(), Problem> {
+    key_or_admin(
+        token,
+        c,
+        stream,
+        "rejected entries need the stream's read key or the admin token, even on a public stream",
+    )
+}
+
+/// The read key or the admin token: 401 with `missing` without a credential, 403 with another.
+fn key_or_admin(
+    token: Option<&str>,
+    c: &Credential,
+    stream: &StreamRecord,
+    missing: &str,
+) -> Result<(), Problem> {
     match access(token, c, Some(stream)) {
         Access::Admin | Access::Reader => Ok(()),
-        _ if stream.public => Ok(()),
-        Access::Anonymous => Err(Problem::unauthorized(
-            "this stream is private: send its read key or the admin token",
-        )),
+        Access::Anonymous => Err(Problem::unauthorized(missing)),
         Access::Wrong => Err(Problem::forbidden(
             "the credential is neither this stream's read key nor the admin token",
         )),

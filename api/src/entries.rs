@@ -12,7 +12,6 @@ use warp::http::{header, HeaderValue, StatusCode};
 use warp::reply::Response;
 use warp::Reply;
 
-use crate::read::rejected;
 pub use crate::read::rejected::{Rejected, RejectedPage};
 use crate::read::shape::{cell, csv_text};
 use crate::read::{params, Agg, AggQuery, Backend, EntriesQuery, Row, Shape, MAX_LIMIT};
@@ -460,17 +459,20 @@ pub(crate) async fn latest(
     ))
 }
 
-/// The stream's recent dead-lettered entries, with their reasons and original bodies.
+/// The stream's recent dead-lettered entries, with their reasons and original bodies. They hold
+/// what the schema refused to store, so they need the read key or the admin token even on a
+/// public stream.
 #[utoipa::path(get, path = "/api/streams/{id}/rejected", tag = "entries",
     params(("id" = u64, Path, description = "Stream id"), RejectedParams),
     responses(
         (status = 200, description = "Rejected entries, oldest first", body = RejectedPage),
         (status = 400, description = "Bad parameter", body = Problem, content_type = "application/problem+json"),
-        (status = 401, description = "Private stream, no credentials", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "No credentials (public streams too)", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "Wrong credentials", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such stream", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "The dead-letter topic did not answer, or too many searches at once; retry after Retry-After", body = Problem, content_type = "application/problem+json"),
     ),
-    security((), ("api_key" = []), ("admin" = [])))]
+    security(("api_key" = []), ("admin" = [])))]
 pub(crate) async fn rejected(
     api: Api,
     id: StreamId,
@@ -478,18 +480,17 @@ pub(crate) async fn rejected(
     query: &str,
 ) -> Result<Response, Problem> {
     let p: RejectedParams = parse(query)?;
-    let stream = readable(&api, id, &c).await?;
+    // Dead letters hold what the schema refused to store: the read key or the admin token,
+    // even on a public stream.
+    let stream = crate::streams::existing(&api, id).await?;
+    auth::require_reader(api.admin_token(), &c, &stream)?;
     let now = Utc::now();
     let start = params::time("start", p.start.as_deref().unwrap_or("-24h"), now)?;
     let limit = params::limit("limit", p.limit.as_deref(), 100, 1000)?;
-    let page = rejected::search(
-        &api.part.log,
-        &api.part.topics.dlq,
-        &stream.key(),
-        start.div_euclid(1000),
-        limit,
-    )
-    .await?;
+    let page = api
+        .dead_letters
+        .search(&stream.key(), start.div_euclid(1000), limit)
+        .await?;
     Ok(warp::reply::json(&page).into_response())
 }
 

@@ -66,7 +66,18 @@ pub struct ReadArgs {
         value_parser = clap::value_parser!(u64).range(1..)
     )]
     pub archive_read_max_rows: u64,
+    /// The most searches of rejected entries (`/rejected`) that run at once, each on a reader
+    /// of the dead-letter topic; others wait up to 5 s for a turn, then get 503.
+    #[arg(
+        long,
+        env = "THINGTOTAL_DEAD_LETTER_SEARCHES",
+        default_value_t = DEFAULT_DEAD_LETTER_SEARCHES,
+        value_parser = clap::value_parser!(u64).range(1..=64)
+    )]
+    pub dead_letter_searches: u64,
 }
+
+const DEFAULT_DEAD_LETTER_SEARCHES: u64 = 2;
 
 /// The api part's errors.
 #[derive(Debug, thiserror::Error)]
@@ -88,6 +99,7 @@ pub struct Api {
     part: Part,
     admin_token: Option<Arc<str>>,
     reads: read::Backends,
+    dead_letters: read::rejected::DeadLetters,
     /// Held across each change's read, write and wait for the registry, so that two changes
     /// to a stream through this instance never start from the same version.
     changes: Arc<tokio::sync::Mutex<()>>,
@@ -100,10 +112,16 @@ impl Api {
     /// The api's state on a started runtime, with nothing to read entries from yet.
     pub fn new(part: Part, admin_token: Option<String>) -> Self {
         telemetry::describe();
+        let dead_letters = read::rejected::DeadLetters::new(
+            part.log.clone(),
+            &part.topics.dlq,
+            DEFAULT_DEAD_LETTER_SEARCHES as usize,
+        );
         Self {
             part,
             admin_token: admin_token.map(Into::into),
             reads: read::Backends::default(),
+            dead_letters,
             changes: Arc::default(),
             document: Arc::new(
                 serde_json::to_value(<openapi::ApiDoc as utoipa::OpenApi>::openapi())
@@ -132,6 +150,11 @@ impl Api {
         let max_rows = usize::try_from(limits.archive_read_max_rows).unwrap_or(usize::MAX);
         self.reads.archive = archive
             .map(|a| read::archive::ArchiveReader::new(a, &self.part.topics.valid, max_rows));
+        self.dead_letters = read::rejected::DeadLetters::new(
+            self.part.log.clone(),
+            &self.part.topics.dlq,
+            limits.dead_letter_searches as usize,
+        );
         self
     }
 

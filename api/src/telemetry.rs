@@ -6,6 +6,7 @@ use metrics::Unit;
 
 const REQUESTS: &str = "thingtotal_api_requests_total";
 const LATENCY: &str = "thingtotal_api_request_seconds";
+const DEAD_LETTER_READERS: &str = "thingtotal_api_dead_letter_readers_opened_total";
 
 /// Describes the api's metrics to the recorder.
 pub(crate) fn describe() {
@@ -19,6 +20,16 @@ pub(crate) fn describe() {
         Unit::Seconds,
         "Time to answer an API request once its body was read, by route"
     );
+    metrics::describe_counter!(
+        DEAD_LETTER_READERS,
+        Unit::Count,
+        "Readers of the dead-letter topic opened for searches of rejected entries"
+    );
+}
+
+/// A search of rejected entries found no idle reader and opened one.
+pub(crate) fn dead_letter_reader_opened() {
+    metrics::counter!(DEAD_LETTER_READERS).increment(1);
 }
 
 /// A request on `route` was answered with `status` after `took`.

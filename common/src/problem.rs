@@ -40,6 +40,56 @@ pub struct Problem {
     /// For a body that is not valid JSON: the column of the error (1-based).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub column: Option<u32>,
+    /// For a failure behind the request (a 503): the id under which its cause was logged, also
+    /// sent as `X-Request-Id`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>)]
+    pub request_id: Option<uuid::Uuid>,
+}
+
+/// A failure behind a request that is not the client's doing: the log, InfluxDB or the archive
+/// did not answer. Its cause names brokers, hosts, files and queries, so it is logged, under a
+/// request id, and never sent: the client gets a plain reason and the id, which is what an
+/// operator searches the logs for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Incident {
+    /// The id the cause was logged under (a UUIDv7), sent as `X-Request-Id`.
+    pub request_id: uuid::Uuid,
+    /// What failed, in words fit for the client.
+    pub reason: &'static str,
+}
+
+impl Incident {
+    /// Logs `cause` at warn level under a new request id.
+    pub fn log(reason: &'static str, cause: &dyn std::fmt::Display) -> Self {
+        let request_id = uuid::Uuid::now_v7();
+        tracing::warn!(request_id = %request_id, cause = %cause, "{reason}");
+        Self { request_id, reason }
+    }
+
+    /// The reason and the request id, for the body of an answer.
+    pub fn detail(&self) -> String {
+        format!(
+            "{}; retry later (request id {})",
+            self.reason, self.request_id
+        )
+    }
+
+    /// Marks a 503 answer: see [`mark_unavailable`].
+    pub fn mark(&self, r: &mut Response) {
+        mark_unavailable(r, Some(self.request_id));
+    }
+}
+
+/// Marks a 503 answer: `Retry-After: 1`, and `X-Request-Id` when a cause was logged under it.
+pub fn mark_unavailable(r: &mut Response, request_id: Option<uuid::Uuid>) {
+    let h = r.headers_mut();
+    h.insert("retry-after", warp::http::HeaderValue::from_static("1"));
+    if let Some(v) =
+        request_id.and_then(|id| warp::http::HeaderValue::from_str(&id.to_string()).ok())
+    {
+        h.insert("x-request-id", v);
+    }
 }
 
 impl Problem {
@@ -53,6 +103,7 @@ impl Problem {
             errors: Vec::new(),
             line: None,
             column: None,
+            request_id: None,
         }
     }
 
@@ -93,8 +144,15 @@ impl Problem {
         }
     }
 
-    /// 503: the log did not answer.
-    pub fn unavailable(detail: impl Into<String>) -> Self {
+    /// 503 for a failure behind the request: `cause` is logged under a request id (see
+    /// [`Incident`]); the answer says `reason` and the id.
+    pub fn unavailable(reason: &'static str, cause: &dyn std::fmt::Display) -> Self {
+        Incident::log(reason, cause).into()
+    }
+
+    /// 503 for a part of the server that is not there (no InfluxDB configured, say): nothing
+    /// failed, so nothing is logged.
+    pub fn not_configured(detail: impl Into<String>) -> Self {
         Self::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", detail)
     }
 }
@@ -112,17 +170,24 @@ impl Reply for Problem {
             warp::http::HeaderValue::from_static("application/problem+json"),
         );
         if status == StatusCode::SERVICE_UNAVAILABLE {
-            r.headers_mut()
-                .insert("retry-after", warp::http::HeaderValue::from_static("1"));
+            mark_unavailable(&mut r, self.request_id);
         }
         r
     }
 }
 
+impl From<Incident> for Problem {
+    fn from(i: Incident) -> Self {
+        Self {
+            request_id: Some(i.request_id),
+            ..Self::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", i.detail())
+        }
+    }
+}
+
 impl From<crate::Error> for Problem {
     fn from(e: crate::Error) -> Self {
-        tracing::warn!(error = %e, "log unavailable");
-        Problem::unavailable(format!("the log did not answer: {e}"))
+        Problem::unavailable("the log did not answer", &e)
     }
 }
 

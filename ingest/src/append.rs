@@ -9,6 +9,7 @@ use chrono::{DateTime, Utc};
 use thingtotal_common::envelope::{self, format_time};
 use thingtotal_common::keys;
 use thingtotal_common::log::Record;
+use thingtotal_common::problem::Incident;
 use thingtotal_common::stream::{StreamId, StreamRecord};
 use uuid::Uuid;
 
@@ -23,8 +24,9 @@ pub(crate) enum Refused {
     WrongKey,
     /// No such stream, even after the registry caught up.
     UnknownStream,
-    /// The log did not acknowledge in time (or failed); nothing is reported as accepted.
-    Unavailable(String),
+    /// The registry or the log did not answer in time (or failed); nothing is reported as
+    /// accepted. The cause is logged; the answer carries the reason and the request id.
+    Unavailable(Incident),
     /// Entry `index` (from 0) is `size` bytes with its headers, more than the log takes
     /// (`limit`); nothing of the request was appended.
     TooLarge {
@@ -58,7 +60,9 @@ impl Ingest {
             .registry
             .lookup(id, self.limits.lookup_timeout)
             .await
-            .map_err(|e| Refused::Unavailable(e.to_string()))?
+            .map_err(|e| {
+                Refused::Unavailable(Incident::log("the stream registry did not answer", &e))
+            })?
             .ok_or(Refused::UnknownStream)?;
         if keys::matches(key, &stream.write_key_sha256) {
             Ok(stream)
@@ -78,7 +82,9 @@ impl Ingest {
             .registry
             .caught_up(self.limits.lookup_timeout)
             .await
-            .map_err(|e| Refused::Unavailable(e.to_string()))?;
+            .map_err(|e| {
+                Refused::Unavailable(Incident::log("the stream registry did not answer", &e))
+            })?;
         self.part
             .registry
             .by_write_key_hash(&hash)
@@ -155,13 +161,12 @@ impl Ingest {
         telemetry::append_answered(started.elapsed());
         let positions = match appended {
             Ok(p) => p,
-            Err(thingtotal_common::Error::Timeout { .. }) => {
-                return Err(Refused::Unavailable(format!(
-                    "the log did not acknowledge within {:?}",
-                    self.limits.ack_timeout
+            Err(e) => {
+                return Err(Refused::Unavailable(Incident::log(
+                    "the log did not acknowledge the entries",
+                    &e,
                 )))
             }
-            Err(e) => return Err(Refused::Unavailable(e.to_string())),
         };
         telemetry::entries_accepted(source_name, n);
         Ok(Appended {

@@ -52,10 +52,7 @@ impl From<Refused> for Problem {
                     ),
                 )
             },
-            Refused::Unavailable(detail) => {
-                tracing::warn!(%detail, "write not acknowledged");
-                Problem::unavailable(format!("the entries were not stored; retry: {detail}"))
-            }
+            Refused::Unavailable(incident) => incident.into(),
         }
     }
 }
@@ -104,7 +101,7 @@ pub(crate) async fn gunzip(body: Bytes, limit: u64) -> Result<Bytes, Problem> {
         Ok(Bytes::from(out))
     })
     .await
-    .map_err(|_| Problem::unavailable("decompression was interrupted"))?;
+    .map_err(|e| Problem::unavailable("decompression was interrupted", &e))?;
     inflated.map_err(|e| match e {
         Some(reason) => Problem::bad_request(format!("the body is not valid gzip: {reason}")),
         None => Problem::new(

@@ -49,22 +49,7 @@ async fn read_all(
     count: usize,
 ) -> Vec<Consumed> {
     let mut reader = log.reader(topic, partition, from).await.unwrap();
-    let mut out = Vec::new();
-    let deadline = tokio::time::Instant::now() + WAIT;
-    while out.len() < count {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "read {} of {count}",
-            out.len()
-        );
-        out.extend(
-            reader
-                .read(count - out.len(), Duration::from_millis(500))
-                .await
-                .unwrap(),
-        );
-    }
-    out
+    read_n(&mut reader, count).await
 }
 
 /// Polls a group until `count` records arrived.
@@ -184,6 +169,82 @@ async fn read_from_an_offset(log: Log, prefix: &str) {
     }
     assert_eq!(late[0].offset, 11);
     assert_eq!(late[0].value.as_deref(), Some(&b"late"[..]));
+}
+
+/// Reads from `reader` until `count` records arrived.
+async fn read_n(reader: &mut thingtotal_common::log::Reader, count: usize) -> Vec<Consumed> {
+    let mut out = Vec::new();
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while out.len() < count {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "read {} of {count}",
+            out.len()
+        );
+        out.extend(
+            reader
+                .read(count - out.len(), Duration::from_millis(500))
+                .await
+                .unwrap(),
+        );
+    }
+    out
+}
+
+async fn a_reader_moves_between_partitions(log: Log, prefix: &str) {
+    let topic = format!("{prefix}.seek");
+    log.ensure_topics(&[spec(&topic, 2)]).await.unwrap();
+    // Two keys that land on different partitions, found on a topic of as many partitions.
+    let probe = format!("{prefix}.seek-probe");
+    log.ensure_topics(&[spec(&probe, 2)]).await.unwrap();
+    let keys: Vec<String> = (0..16).map(|k| format!("k{k}")).collect();
+    let at = log
+        .append(
+            &probe,
+            keys.iter().map(|k| Record::new(k.clone(), "")).collect(),
+        )
+        .await
+        .unwrap();
+    let other = (1..keys.len())
+        .find(|&k| at[k].partition != at[0].partition)
+        .expect("16 keys on one partition of two");
+    let records: Vec<Record> = (0..200)
+        .map(|i| {
+            Record::new(
+                keys[if i % 2 == 0 { 0 } else { other }].clone(),
+                format!("{i}"),
+            )
+        })
+        .collect();
+    let positions = log.append(&topic, records).await.unwrap();
+    let (pa, pb) = (positions[0].partition, positions[1].partition);
+    assert_ne!(pa, pb);
+    let value = |c: &Consumed| String::from_utf8(c.value.clone().unwrap().to_vec()).unwrap();
+
+    // Read a few of a's partition (the reader may have fetched far more), then move.
+    let mut reader = log.reader(&topic, pa, 0).await.unwrap();
+    let first = read_n(&mut reader, 5).await;
+    assert_eq!(value(&first[0]), "0");
+    reader.seek(pb, 90).unwrap();
+    let got = read_n(&mut reader, 10).await;
+    assert!(
+        got.iter().all(|c| c.partition == pb),
+        "only b's partition after the move"
+    );
+    assert_eq!(
+        got.iter().map(|c| c.offset).collect::<Vec<_>>(),
+        (90..100).collect::<Vec<_>>()
+    );
+    assert_eq!(value(&got[0]), "181");
+    // And back, to an offset before everything read so far: nothing fetched before the move.
+    reader.seek(pa, 1).unwrap();
+    let got = read_n(&mut reader, 99).await;
+    assert_eq!(
+        got.iter().map(|c| c.offset).collect::<Vec<_>>(),
+        (1..100).collect::<Vec<_>>()
+    );
+    assert!(got.iter().all(|c| c.partition == pa));
+    assert_eq!(value(&got[0]), "2");
 }
 
 async fn group_positions(log: Log, prefix: &str) {
@@ -404,6 +465,7 @@ macro_rules! conformance {
 conformance!(
     append_and_acknowledge,
     read_from_an_offset,
+    a_reader_moves_between_partitions,
     group_positions,
     produce_and_commit_atomically,
     offsets_for_time,

@@ -701,6 +701,37 @@ async fn thingspeak_reads_and_rejected_entries_and_hostile_parameters() {
     assert_eq!(rejected["violations"][0]["instance_path"], json!("/t"));
     let (status, _) = s.get(&format!("/api/streams/{id}/rejected")).await;
     assert_eq!(status, StatusCode::OK);
+    // Twenty searches at once all find it, on the api's few readers of the dead-letter topic
+    // (two by default), not a Kafka consumer per partition per request.
+    let mut searches = tokio::task::JoinSet::new();
+    for _ in 0..20 {
+        let url = format!("{}/api/streams/{id}/rejected?start=-1h", s.api.base);
+        let key = s.read_key.clone();
+        searches.spawn(async move {
+            let r = Client::new()
+                .get(url)
+                .header("x-api-key", key)
+                .send()
+                .await
+                .unwrap();
+            (r.status(), r.json::<Value>().await.unwrap())
+        });
+    }
+    while let Some(answer) = searches.join_next().await {
+        let (status, body) = answer.unwrap();
+        assert_eq!(status, StatusCode::OK, "{body}");
+        assert_eq!(body["rejected"][0]["body"], json!(bad), "{body}");
+    }
+    let opened = crate::harness::metric(
+        &s.api.base,
+        "thingtotal_api_dead_letter_readers_opened_total",
+        &[],
+    )
+    .await;
+    assert!(
+        (1.0..=2.0).contains(&opened),
+        "{opened} dead-letter readers opened"
+    );
     let (status, _, _) = s
         .get_text(&format!("/api/streams/{id}/rejected"), None)
         .await;
@@ -772,4 +803,60 @@ async fn thingspeak_reads_and_rejected_entries_and_hostile_parameters() {
     assert_eq!(status, StatusCode::NOT_FOUND);
     assert_eq!(s.points().await, points, "InfluxDB is unharmed");
     assert_eq!(points, n as i64);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_that_fails_behind_the_api_answers_a_request_id_not_its_cause() {
+    // InfluxDB "runs" on a port that nothing listens on.
+    let dead_port = thingtotal_testkit::free_port().unwrap().to_string();
+    let dead = format!("http://127.0.0.1:{dead_port}");
+    let prefix = random_prefix("incident");
+    let port = thingtotal_testkit::free_port().unwrap();
+    let log = tempfile::NamedTempFile::new().unwrap();
+    let bin = thingtotal_testkit::thingtotal_bin().unwrap();
+    let mut cmd =
+        thingtotal_testkit::part_command(&bin, "api", &services().kafka_brokers, &prefix, port);
+    cmd.env("THINGTOTAL_INFLUX_URL", &dead);
+    let api = Process::spawn("api", cmd, port, Some(log.path()))
+        .unwrap()
+        .healthy()
+        .await
+        .unwrap();
+    let (id, _, read_key) = stream(
+        &api,
+        json!({"name": "incident", "fields": ["t"],
+               "schema": {"type": "object", "properties": {"t": {"type": "number"}}}}),
+    )
+    .await;
+    for path in [
+        format!("/api/streams/{id}/entries?source=influx"),
+        format!("/channels/{id}/feeds.json"),
+    ] {
+        let r = Client::new()
+            .get(format!("{}{path}", api.base))
+            .header("x-api-key", &read_key)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE, "{path}");
+        assert_eq!(r.headers()["retry-after"], "1", "{path}");
+        let request_id = r.headers()["x-request-id"].to_str().unwrap().to_owned();
+        let body = r.text().await.unwrap();
+        assert!(body.contains(&request_id), "{path}: {body}");
+        for leak in [
+            dead_port.as_str(),
+            "127.0.0.1",
+            "error sending request",
+            "onnect",
+        ] {
+            assert!(!body.contains(leak), "{path} tells {leak:?}: {body}");
+        }
+        // The cause is in the api's log, under the request id.
+        let logged = std::fs::read_to_string(log.path()).unwrap();
+        let line = logged
+            .lines()
+            .find(|l| l.contains(&request_id))
+            .unwrap_or_else(|| panic!("{request_id} is not in the log:\n{logged}"));
+        assert!(line.contains(&dead_port), "{line}");
+    }
 }

@@ -17,6 +17,7 @@ struct Reads {
     up: ApiProcess,
     id: u64,
     key: String,
+    read_key: String,
     /// When the stream was made, in epoch ms.
     now: i64,
     _dir: tempfile::TempDir,
@@ -26,7 +27,7 @@ struct Reads {
 async fn reads(env: &[(&str, &str)]) -> Reads {
     let dir = tempfile::tempdir().unwrap();
     let up = start_up_env(dir.path(), &["--admin-token", ADMIN], env).await;
-    let (id, key, _) = stream(
+    let (id, key, read_key) = stream(
         &up,
         json!({"name": "reads", "public": true, "timestamp_field": "at", "fields": ["t", "note"],
                "schema": {"type": "object", "properties": {
@@ -38,6 +39,7 @@ async fn reads(env: &[(&str, &str)]) -> Reads {
         up,
         id,
         key,
+        read_key,
         now: Utc::now().timestamp_millis(),
         _dir: dir,
     }
@@ -233,4 +235,42 @@ async fn reads_scan_at_most_the_archive_rows_the_flag_allows() {
         json!("error_bad_request"),
         "{body}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reads_rejected_entries_of_a_public_stream_need_its_read_key() {
+    let r = reads(&[]).await;
+    let (up, id) = (&r.up, r.id);
+    r.post(json!({"t": "hot"})).await;
+    let rejected = |key: Option<&str>| {
+        let mut req = Client::new().get(format!("{}/api/streams/{id}/rejected", up.base));
+        if let Some(k) = key {
+            req = req.header("x-api-key", k);
+        }
+        async move {
+            let r = req.send().await.unwrap();
+            (r.status(), r.text().await.unwrap())
+        }
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (status, body) = rejected(Some(&r.read_key)).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        if body.contains("hot") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "not rejected yet: {body}");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    let (status, body) = rejected(Some(ADMIN)).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert!(body.contains("hot"), "{body}");
+    // The stream is public, its entries are not its dead letters.
+    let (status, body) = get(up, &format!("/api/streams/{id}/entries")).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let (status, body) = rejected(None).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "{body}");
+    assert!(!body.contains("hot"), "{body}");
+    let (status, body) = rejected(Some(&r.key)).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "the write key: {body}");
 }

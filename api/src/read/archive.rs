@@ -63,8 +63,7 @@ struct Candidate {
 }
 
 fn failed(e: impl std::fmt::Display) -> Problem {
-    tracing::warn!(error = %e, "reading the archive failed");
-    Problem::unavailable(format!("the archive could not be read: {e}"))
+    Problem::unavailable("the archive could not be read", &e)
 }
 
 impl ArchiveReader {

@@ -106,8 +106,7 @@ impl InfluxReader {
             req = req.header("Authorization", format!("Token {}", self.token));
         }
         let unavailable = |e: &dyn std::fmt::Display| {
-            tracing::warn!(error = %e, "InfluxDB query failed");
-            Problem::unavailable(format!("InfluxDB did not answer the query: {e}"))
+            Problem::unavailable("InfluxDB did not answer the query", e)
         };
         let resp = req.send().await.map_err(|e| unavailable(&e))?;
         let status = resp.status();
@@ -185,11 +184,14 @@ impl InfluxReader {
         for s in series {
             // time, seq, entry_id, then one column per leaf, in the order selected.
             if s.columns.len() != shape.leaves.len() + 3 {
-                return Err(Problem::unavailable(format!(
-                    "InfluxDB answered {} columns for {} selected",
-                    s.columns.len(),
-                    shape.leaves.len() + 3
-                )));
+                return Err(Problem::unavailable(
+                    "InfluxDB's answer did not have the columns asked for",
+                    &format!(
+                        "{} columns for {} selected",
+                        s.columns.len(),
+                        shape.leaves.len() + 3
+                    ),
+                ));
             }
             for mut v in s.values {
                 let key = v[0].as_i64().unwrap_or_default();

@@ -402,7 +402,7 @@ impl Backends {
             Some(s) => Ok(s),
             None if self.influx.is_some() => Ok(Backend::Influx),
             None if self.archive.is_some() => Ok(Backend::Archive),
-            None => Err(Problem::unavailable(
+            None => Err(Problem::not_configured(
                 "this server has neither InfluxDB nor an archive to read from",
             )),
         }
@@ -453,13 +453,13 @@ impl Backends {
     fn influx(&self) -> Result<&influx::InfluxReader, Problem> {
         self.influx
             .as_ref()
-            .ok_or_else(|| Problem::unavailable("no InfluxDB configured"))
+            .ok_or_else(|| Problem::not_configured("no InfluxDB configured"))
     }
 
     fn archive(&self) -> Result<&archive::ArchiveReader, Problem> {
         self.archive
             .as_ref()
-            .ok_or_else(|| Problem::unavailable("no archive configured"))
+            .ok_or_else(|| Problem::not_configured("no archive configured"))
     }
 }
 

@@ -7,20 +7,93 @@
 //! the topic's retention, which is what "recent" means here. A search reads forward from the
 //! start time and stops at `limit` matches or after scanning [`MAX_SCANNED`] records, in which
 //! case the answer says it is partial and where to go on from.
+//!
+//! Searches share a few partition readers ([`DeadLetters`]): at most `--dead-letter-searches`
+//! run at once, each on a reader of its own that moves from partition to partition, so that
+//! neither a burst of searches nor a topic of many partitions opens more than that many
+//! consumers. A search that finds them all busy waits up to [`QUEUE_WAIT`], then gets 503.
 
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde::Serialize;
 use serde_json::Value;
 use thingtotal_common::envelope::{self, dlq};
-use thingtotal_common::log::{Consumed, Log};
+
+use crate::telemetry;
+use thingtotal_common::log::{Consumed, Log, Reader};
 use thingtotal_common::problem::Problem;
+use tokio::sync::Semaphore;
 use utoipa::ToSchema;
+use warp::http::StatusCode;
 
 /// The most dead letters one search reads, over all partitions.
 pub(crate) const MAX_SCANNED: usize = 200_000;
 /// How long a read waits for more records before taking the partition as read to its end.
 const READ_WAIT: Duration = Duration::from_millis(300);
+/// How long the first read after a reader moved waits for a record.
+const SEEK_WAIT: Duration = Duration::from_secs(3);
+/// How long a search waits for a turn before it is answered 503.
+pub(crate) const QUEUE_WAIT: Duration = Duration::from_secs(5);
+
+/// The dead-letter topic's readers, shared by every search (see the module's documentation).
+#[derive(Debug, Clone)]
+pub(crate) struct DeadLetters {
+    log: Log,
+    topic: String,
+    turns: Arc<Semaphore>,
+    /// Readers not in use; never more than `turns` permits' worth exist.
+    idle: Arc<Mutex<Vec<Reader>>>,
+}
+
+impl DeadLetters {
+    /// Searches of `topic` on `log`, at most `searches` at a time.
+    pub(crate) fn new(log: Log, topic: &str, searches: usize) -> Self {
+        Self {
+            log,
+            topic: topic.to_owned(),
+            turns: Arc::new(Semaphore::new(searches.max(1))),
+            idle: Arc::default(),
+        }
+    }
+
+    /// The dead letters of stream `key` from `start_ms` on, oldest first, at most `limit`.
+    pub(crate) async fn search(
+        &self,
+        key: &[u8],
+        start_ms: i64,
+        limit: usize,
+    ) -> Result<RejectedPage, Problem> {
+        let Ok(Ok(_turn)) = tokio::time::timeout(QUEUE_WAIT, self.turns.acquire()).await else {
+            return Err(Problem::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "busy",
+                "too many searches of rejected entries at once; retry",
+            ));
+        };
+        let idle = self.idle.lock().expect("idle readers").pop();
+        let mut reader = match idle {
+            Some(r) => r,
+            None => {
+                telemetry::dead_letter_reader_opened();
+                self.log
+                    .reader(&self.topic, 0, 0)
+                    .await
+                    .map_err(|e| unavailable(&e))?
+            }
+        };
+        let page = scan(&self.log, &self.topic, &mut reader, key, start_ms, limit).await;
+        // A reader that failed may be broken; the next search opens a new one.
+        if page.is_ok() {
+            self.idle.lock().expect("idle readers").push(reader);
+        }
+        page
+    }
+}
+
+fn unavailable(e: &thingtotal_common::Error) -> Problem {
+    Problem::unavailable("the dead-letter topic could not be read", e)
+}
 
 /// One rejected entry.
 #[derive(Debug, Clone, Serialize, ToSchema)]
@@ -87,22 +160,21 @@ impl Rejected {
     }
 }
 
-/// The dead letters of stream `key` from `start_ms` on, oldest first, at most `limit`.
-pub(crate) async fn search(
+/// The dead letters of stream `key` from `start_ms` on, oldest first, at most `limit`, read
+/// with `reader`.
+async fn scan(
     log: &Log,
     topic: &str,
+    reader: &mut Reader,
     key: &[u8],
     start_ms: i64,
     limit: usize,
 ) -> Result<RejectedPage, Problem> {
-    let unavailable = |e: thingtotal_common::Error| {
-        Problem::unavailable(format!("the dead-letter topic could not be read: {e}"))
-    };
     let starts = log
         .offsets_for_time(topic, start_ms)
         .await
-        .map_err(unavailable)?;
-    let ends = log.end_offsets(topic).await.map_err(unavailable)?;
+        .map_err(|e| unavailable(&e))?;
+    let ends = log.end_offsets(topic).await.map_err(|e| unavailable(&e))?;
     let mut found: Vec<Consumed> = Vec::new();
     let mut scanned = 0;
     let mut partial = false;
@@ -110,16 +182,20 @@ pub(crate) async fn search(
         if from < 0 || from >= end {
             continue;
         }
-        let mut reader = log
-            .reader(topic, partition as i32, from)
-            .await
-            .map_err(unavailable)?;
+        reader
+            .seek(partition as i32, from)
+            .map_err(|e| unavailable(&e))?;
         let mut matched = 0;
+        // A reader just moved may take a while to fetch again; after that, a read that finds
+        // nothing means the partition is read to its end (transaction markers, which are never
+        // delivered, can stand between the last record and `end`).
+        let mut wait = SEEK_WAIT;
         'partition: loop {
-            let batch = reader.read(1000, READ_WAIT).await.map_err(unavailable)?;
+            let batch = reader.read(1000, wait).await.map_err(|e| unavailable(&e))?;
             if batch.is_empty() {
                 break;
             }
+            wait = READ_WAIT;
             for c in batch {
                 scanned += 1;
                 let at_end = c.offset + 1 >= end;

@@ -1,7 +1,7 @@
 //! The read side's failures: ThingSpeak's `-1` for a channel the caller may not read, and its
 //! error object for everything else.
 
-use thingtotal_common::problem::Problem;
+use thingtotal_common::problem::{self, Problem};
 use thingtotal_common::thingspeak::ErrorCode;
 use warp::http::StatusCode;
 use warp::reply::Response;
@@ -19,6 +19,8 @@ pub(super) enum TsError {
         code: ErrorCode,
         /// What went wrong, in words.
         details: String,
+        /// For a failure behind the request: the id its cause was logged under.
+        request_id: Option<uuid::Uuid>,
     },
 }
 
@@ -28,6 +30,7 @@ impl TsError {
         TsError::Error {
             code: ErrorCode::BAD_REQUEST,
             details: details.into(),
+            request_id: None,
         }
     }
 
@@ -36,6 +39,7 @@ impl TsError {
         TsError::Error {
             code: ErrorCode::RESOURCE_NOT_FOUND,
             details: "The requested resource was not found. Check the URL and try again.".into(),
+            request_id: None,
         }
     }
 
@@ -47,7 +51,17 @@ impl TsError {
                 *r.status_mut() = StatusCode::BAD_REQUEST;
                 r
             }
-            TsError::Error { code, details } => code.reply(&details),
+            TsError::Error {
+                code,
+                details,
+                request_id,
+            } => {
+                let mut r = code.reply(&details);
+                if code.status == StatusCode::SERVICE_UNAVAILABLE {
+                    problem::mark_unavailable(&mut r, request_id);
+                }
+                r
+            }
         }
     }
 }
@@ -72,6 +86,7 @@ impl From<Problem> for TsError {
                 ..code
             },
             details: p.detail,
+            request_id: p.request_id,
         }
     }
 }

@@ -181,6 +181,19 @@ impl Reader {
             Reader::Embedded(r) => r.read(max, wait).await,
         }
     }
+
+    /// Moves the reader to `offset` (or the log start if that is earlier) of `partition` of
+    /// the same topic, so that one reader serves one search after another. The next
+    /// [`Reader::read`] returns nothing fetched before the move.
+    pub fn seek(&mut self, partition: i32, offset: i64) -> Result<()> {
+        match self {
+            Reader::Kafka(r) => r.seek(partition, offset),
+            Reader::Embedded(r) => {
+                r.seek(partition, offset);
+                Ok(())
+            }
+        }
+    }
 }
 
 impl GroupConsumer {

@@ -13,8 +13,7 @@ use warp::Reply;
 
 use super::entry::Update;
 use super::params::{write_key, WriteParams};
-use super::{decoded, ts_error};
-use crate::append::Refused;
+use super::{decoded, ts_error, ts_refused};
 use crate::Ingest;
 
 /// ThingSpeak's `error_bad_request`.
@@ -91,16 +90,7 @@ pub(super) async fn bulk_update(
     let key = write_key(&headers, &p);
     let stream = match ingest.writable(id, key.as_deref()).await {
         Ok(s) => s,
-        Err(Refused::UnknownStream) => {
-            return ts_error(ErrorCode::RESOURCE_NOT_FOUND, "no such channel")
-        }
-        Err(Refused::Unavailable(d)) => return ts_error(ErrorCode::SERVICE_UNAVAILABLE, &d),
-        Err(_) => {
-            return ts_error(
-                ErrorCode::AUTH_REQUIRED,
-                "Please make sure that your API key is correct.",
-            )
-        }
+        Err(refused) => return ts_refused(refused),
     };
     let Some(Value::Array(updates)) = v.get("updates") else {
         return bad_request("the body needs an \"updates\" array");
@@ -182,11 +172,7 @@ pub(super) async fn bulk_update(
             StatusCode::ACCEPTED,
         )
         .into_response(),
-        Err(Refused::TooLarge { index, size, limit }) => ts_error(
-            ErrorCode::REQUEST_TOO_LARGE,
-            &format!("update {index} is {size} bytes as an entry; at most {limit} bytes"),
-        ),
-        Err(e) => ts_error(ErrorCode::SERVICE_UNAVAILABLE, &format!("{e:?}")),
+        Err(refused) => ts_refused(refused),
     }
 }
 

@@ -22,10 +22,11 @@ mod update;
 use bytes::Bytes;
 use thingtotal_common::problem::Problem;
 use thingtotal_common::thingspeak::ErrorCode;
-use warp::http::{HeaderMap, HeaderValue, StatusCode};
+use warp::http::{HeaderMap, StatusCode};
 use warp::reply::Response;
 use warp::Reply;
 
+use crate::append::Refused;
 use crate::native::decode;
 use crate::Ingest;
 
@@ -36,19 +37,30 @@ fn text(status: StatusCode, body: &'static str) -> Response {
     warp::reply::with_status(body, status).into_response()
 }
 
-/// Asks the client to retry in a second.
-fn retry_after(r: &mut Response) {
-    r.headers_mut()
-        .insert("retry-after", HeaderValue::from_static("1"));
+/// ThingSpeak's error object.
+fn ts_error(code: ErrorCode, details: &str) -> Response {
+    code.reply(details)
 }
 
-/// ThingSpeak's error object, with `Retry-After` when the write may be retried.
-fn ts_error(code: ErrorCode, details: &str) -> Response {
-    let mut r = code.reply(details);
-    if code.status == StatusCode::SERVICE_UNAVAILABLE {
-        retry_after(&mut r);
+/// ThingSpeak's error object for a refused write; a write that may be retried carries
+/// `Retry-After` and the request id its cause was logged under.
+fn ts_refused(refused: Refused) -> Response {
+    match refused {
+        Refused::UnknownStream => ts_error(ErrorCode::RESOURCE_NOT_FOUND, "no such channel"),
+        Refused::NoKey | Refused::WrongKey => ts_error(
+            ErrorCode::AUTH_REQUIRED,
+            "Please make sure that your API key is correct.",
+        ),
+        Refused::TooLarge { index, size, limit } => ts_error(
+            ErrorCode::REQUEST_TOO_LARGE,
+            &format!("update {index} is {size} bytes as an entry; at most {limit} bytes"),
+        ),
+        Refused::Unavailable(incident) => {
+            let mut r = ts_error(ErrorCode::SERVICE_UNAVAILABLE, &incident.detail());
+            incident.mark(&mut r);
+            r
+        }
     }
-    r
 }
 
 /// The body with its `Content-Encoding` undone.

@@ -7,9 +7,10 @@ use warp::Reply;
 
 use super::entry::Update;
 use super::params::{params, write_key};
-use super::{decoded, retry_after, text};
+use super::{decoded, text};
 use crate::append::Refused;
 use crate::Ingest;
+use thingtotal_common::problem::Incident;
 
 /// `GET|POST /update` and `/update.json`.
 pub(super) async fn update(
@@ -32,7 +33,7 @@ pub(super) async fn update(
     };
     let stream = match ingest.stream_for_key(&key).await {
         Ok(s) => s,
-        Err(Refused::Unavailable(_)) => return unavailable_zero(),
+        Err(Refused::Unavailable(incident)) => return unavailable_zero(&incident),
         Err(_) => return text(StatusCode::BAD_REQUEST, "0"),
     };
     let u = Update::from_params(&p);
@@ -56,13 +57,14 @@ pub(super) async fn update(
         )
         .into_response(),
         Err(Refused::TooLarge { .. }) => text(StatusCode::PAYLOAD_TOO_LARGE, "0"),
-        Err(_) => unavailable_zero(),
+        Err(Refused::Unavailable(incident)) => unavailable_zero(&incident),
+        Err(_) => text(StatusCode::BAD_REQUEST, "0"),
     }
 }
 
-/// ThingSpeak's `0` for a write that may be retried.
-fn unavailable_zero() -> Response {
+/// ThingSpeak's `0` for a write that may be retried, with `Retry-After` and the request id.
+fn unavailable_zero(incident: &Incident) -> Response {
     let mut r = text(StatusCode::SERVICE_UNAVAILABLE, "0");
-    retry_after(&mut r);
+    incident.mark(&mut r);
     r
 }

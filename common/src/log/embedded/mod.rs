@@ -408,6 +408,11 @@ pub struct EmbeddedReader {
 }
 
 impl EmbeddedReader {
+    pub(super) fn seek(&mut self, partition: i32, offset: i64) {
+        self.partition = partition;
+        self.position = offset.max(0);
+    }
+
     pub(super) async fn read(&mut self, max: usize, wait: Duration) -> Result<Vec<Consumed>> {
         let deadline = tokio::time::Instant::now() + wait;
         let mut commits = self.log.inner.commits.clone();

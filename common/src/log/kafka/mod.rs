@@ -320,11 +320,13 @@ impl KafkaLog {
         .set("enable.partition.eof", "false")
         .set("isolation.level", "read_committed")
         .set("auto.offset.reset", "earliest");
-        let consumer: StreamConsumer = cfg.create()?;
-        let mut tpl = TopicPartitionList::new();
-        tpl.add_partition_offset(topic, partition, Offset::Offset(offset))?;
-        consumer.assign(&tpl)?;
-        Ok(KafkaReader { consumer })
+        let mut reader = KafkaReader {
+            consumer: cfg.create()?,
+            topic: topic.to_owned(),
+            partition,
+        };
+        reader.seek(partition, offset)?;
+        Ok(reader)
     }
 
     pub(super) async fn consumer(&self, options: GroupOptions) -> Result<KafkaGroup> {
@@ -382,6 +384,9 @@ impl KafkaLog {
 /// Reads one partition without joining a group.
 pub struct KafkaReader {
     consumer: StreamConsumer,
+    topic: String,
+    /// The partition assigned; records of any other (fetched before a move) are dropped.
+    partition: i32,
 }
 
 impl std::fmt::Debug for KafkaReader {
@@ -391,15 +396,30 @@ impl std::fmt::Debug for KafkaReader {
 }
 
 impl KafkaReader {
+    /// A new assignment replaces the old one; librdkafka drops what it had fetched for the old
+    /// one (its fetch queues are versioned), and `read` drops any record of another partition.
+    pub(super) fn seek(&mut self, partition: i32, offset: i64) -> Result<()> {
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition_offset(&self.topic, partition, Offset::Offset(offset))?;
+        self.consumer.assign(&tpl)?;
+        self.partition = partition;
+        Ok(())
+    }
+
     pub(super) async fn read(&mut self, max: usize, wait: Duration) -> Result<Vec<Consumed>> {
-        // Return as soon as anything arrived: the registry wants changes without delay.
-        let first = receive(&self.consumer, 1, wait).await?;
-        if first.is_empty() {
-            return Ok(first);
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            // Return as soon as anything arrived: the registry wants changes without delay.
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            let mut out = receive(&self.consumer, 1, left).await?;
+            if out.is_empty() {
+                return Ok(out);
+            }
+            out.append(&mut receive(&self.consumer, max.saturating_sub(1), Duration::ZERO).await?);
+            out.retain(|c| c.partition == self.partition);
+            if !out.is_empty() {
+                return Ok(out);
+            }
         }
-        let mut rest = receive(&self.consumer, max.saturating_sub(1), Duration::ZERO).await?;
-        let mut out = first;
-        out.append(&mut rest);
-        Ok(out)
     }
 }
