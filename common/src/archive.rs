@@ -42,16 +42,13 @@ pub enum Archive {
 }
 
 /// The columns every archive file starts with; a property named like one of them is stored as
-/// `data.<name>`.
+/// `data.<name>` (see [`crate::stream::RESERVED_NAMES`]).
 pub const FIXED_COLUMNS: [&str; 5] = ["entry_id", "seq", "ts", "received_at", "stream_version"];
 
-/// The column that holds the top-level property `name`.
+/// The column that holds the top-level property `name`: the same rule as InfluxDB's
+/// ([`crate::stream::stored_name`]).
 pub fn property_column(name: &str) -> String {
-    if FIXED_COLUMNS.contains(&name) {
-        format!("data.{name}")
-    } else {
-        name.to_owned()
-    }
+    crate::stream::stored_name(name).into_owned()
 }
 
 /// Footer key: the first offset a file holds.

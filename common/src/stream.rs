@@ -180,6 +180,43 @@ pub struct Leaf {
     pub ty: LeafType,
 }
 
+/// Names the stores give their own columns: the archive's fixed columns (`entry_id`, `seq`,
+/// `ts`, `received_at`, `stream_version`) and, in InfluxDB, the point's `time`, the `stream_id`
+/// tag and the writer's `seq` and `entry_id` fields. A top-level property of one of these names
+/// is stored as `data.<name>` in both stores, and read back under its own name.
+pub const RESERVED_NAMES: [&str; 7] = [
+    "entry_id",
+    "seq",
+    "ts",
+    "received_at",
+    "stream_version",
+    "stream_id",
+    "time",
+];
+
+/// The name both stores keep the top-level property `name` under: `name`, or `data.<name>` if
+/// it is one of [`RESERVED_NAMES`].
+pub fn stored_name(name: &str) -> std::borrow::Cow<'_, str> {
+    if RESERVED_NAMES.contains(&name) {
+        format!("data.{name}").into()
+    } else {
+        name.into()
+    }
+}
+
+impl Leaf {
+    /// The column (archive) or field or tag key (InfluxDB) that holds this leaf: its
+    /// [`Leaf::name`], but `data.<name>` for a top-level property named like one of the stores'
+    /// own columns ([`stored_name`]).
+    pub fn stored_name(&self) -> std::borrow::Cow<'_, str> {
+        if self.path.len() == 1 {
+            stored_name(&self.name)
+        } else {
+            self.name.as_str().into()
+        }
+    }
+}
+
 /// The type a schema gives a property: its `type`, or the first non-null one of a list.
 pub fn schema_type(property: &Value) -> Option<&str> {
     match property.get("type") {

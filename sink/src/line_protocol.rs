@@ -7,16 +7,17 @@
 //! written as the two characters `\n` (`\r` as `\r`); string field values may hold them as they are.
 
 use serde_json::Value;
-use thingtotal_common::stream::{LeafType, StreamRecord};
+use thingtotal_common::stream::{stored_name, LeafType, StreamRecord};
 
 /// A stream's points: which properties are tags, and every field's type by flattened name.
 #[derive(Debug, Clone)]
 pub(crate) struct Layout {
     measurement: String,
     stream_tag: String,
-    tags: Vec<String>,
-    timestamp_field: Option<String>,
-    fields: Vec<(Vec<String>, String, LeafType)>,
+    /// (property, key) of every tag: the key is the property's stored name.
+    tags: Vec<(String, String)>,
+    /// (key, path, type) of every field: the key is the leaf's stored name.
+    fields: Vec<(String, Vec<String>, LeafType)>,
 }
 
 impl Layout {
@@ -25,9 +26,9 @@ impl Layout {
         let mut fields: Vec<_> = stream
             .leaves()
             .into_iter()
-            .map(|l| (l.path, l.name, l.ty))
+            .map(|l| (l.stored_name().into_owned(), l.path, l.ty))
             .collect();
-        fields.retain(|(path, _, _)| {
+        fields.retain(|(_, path, _)| {
             !(path.len() == 1
                 && (stream.tags.contains(&path[0])
                     || stream.timestamp_field.as_ref() == Some(&path[0])))
@@ -35,8 +36,11 @@ impl Layout {
         Self {
             measurement: stream.measurement(),
             stream_tag: stream.id.to_string(),
-            tags: stream.tags.clone(),
-            timestamp_field: stream.timestamp_field.clone(),
+            tags: stream
+                .tags
+                .iter()
+                .map(|t| (t.clone(), stored_name(t).into_owned()))
+                .collect(),
             fields,
         }
     }
@@ -57,16 +61,15 @@ impl Layout {
         let mut tags: Vec<(&str, String)> = self
             .tags
             .iter()
-            .filter_map(|t| {
-                let v = match data.get(t)? {
+            .filter_map(|(property, key)| {
+                let v = match data.get(property)? {
                     Value::String(s) if !s.is_empty() => s.clone(),
                     Value::Number(n) => n.to_string(),
                     Value::Bool(b) => b.to_string(),
                     _ => return None,
                 };
-                Some((t.as_str(), v))
+                Some((key.as_str(), v))
             })
-            .filter(|(t, _)| *t != "stream_id")
             .collect();
         // InfluxDB stores tags sorted by key; sending them sorted saves it the work.
         tags.sort();
@@ -80,11 +83,11 @@ impl Layout {
         let _ = write!(buf, "seq={seq}i,entry_id=\"");
         escape(buf, entry_id, STRING);
         buf.push('"');
-        for (path, name, ty) in &self.fields {
+        for (name, path, ty) in &self.fields {
             let Some(v) = path.iter().try_fold(data, |v, p| v.get(p)) else {
                 continue;
             };
-            if v.is_null() || (Some(name) == self.timestamp_field.as_ref()) {
+            if v.is_null() {
                 continue;
             }
             buf.push(',');
@@ -226,6 +229,35 @@ mod tests {
         assert_eq!(
             buf,
             "green\\ house,stream_id=42 seq=10i,entry_id=\"e-2\",t=1.25 5\n"
+        );
+    }
+
+    #[test]
+    fn properties_named_like_the_writers_own_are_stored_as_data_dot_name() {
+        let stream: StreamRecord = serde_json::from_value(json!({
+            "id": 7, "name": "s", "version": 1,
+            "schema": {"type": "object", "properties": {
+                "seq": {"type": "integer"}, "entry_id": {"type": "string"}, "time": {"type": "string"},
+                "ts": {"type": "number"}, "stream_id": {"type": "string"},
+                "inner": {"type": "object", "properties": {"seq": {"type": "integer"}}}}},
+            "tags": ["stream_id"],
+            "created_at": "2026-01-01T00:00:00Z", "updated_at": "2026-01-01T00:00:00Z",
+            "write_key_sha256": "", "read_key_sha256": ""
+        }))
+        .unwrap();
+        let mut buf = String::new();
+        Layout::of(&stream).write(
+            &mut buf,
+            &json!({"seq": 5, "entry_id": "mine", "time": "noon", "ts": 1.5, "stream_id": "s-9",
+                    "inner": {"seq": 6}}),
+            9,
+            "e-1",
+            5,
+        );
+        assert_eq!(
+            buf,
+            "7,stream_id=7,data.stream_id=s-9 seq=9i,entry_id=\"e-1\",data.seq=5i,\
+             data.entry_id=\"mine\",data.time=\"noon\",data.ts=1.5,inner.seq=6i 5\n"
         );
     }
 }

@@ -324,24 +324,32 @@ async fn a_restart_keeps_streams_keys_and_every_entry_exactly_once() {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_same_walkthrough_runs_on_real_kafka_and_influxdb() {
-    let prefix = thingtotal_testkit::random_prefix("up-kafka");
-    let (db, bucket) = thingtotal_testkit::influx_database("up").await;
+/// `up` on the test services' Kafka (a topic prefix of its own) and InfluxDB (a database of its
+/// own), archiving to a temporary directory, plus `env`: the process, the prefix, the database
+/// and the archive.
+async fn start_up_on_the_services(
+    test: &str,
+    env: &[(&str, &str)],
+) -> (Process, String, String, tempfile::TempDir) {
+    let prefix = thingtotal_testkit::random_prefix(test);
+    let (db, bucket) = thingtotal_testkit::influx_database(test).await;
     let archive = tempfile::tempdir().unwrap();
     let root = archive.path().to_string_lossy().into_owned();
     let url = thingtotal_testkit::services().influx_url.clone();
-    let up = thingtotal_testkit::start_part(
-        "up",
-        &prefix,
-        &[
-            ("THINGTOTAL_INFLUX_URL", url.as_str()),
-            ("THINGTOTAL_INFLUX_BUCKET", bucket.as_str()),
-            ("THINGTOTAL_ARCHIVE", root.as_str()),
-            ("THINGTOTAL_INFLUX_BATCH_LINGER_MS", "200"),
-        ],
-    )
-    .await;
+    let mut all = vec![
+        ("THINGTOTAL_INFLUX_URL", url.as_str()),
+        ("THINGTOTAL_INFLUX_BUCKET", bucket.as_str()),
+        ("THINGTOTAL_ARCHIVE", root.as_str()),
+        ("THINGTOTAL_INFLUX_BATCH_LINGER_MS", "200"),
+    ];
+    all.extend_from_slice(env);
+    let up = thingtotal_testkit::start_part("up", &prefix, &all).await;
+    (up, prefix, db, archive)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_same_walkthrough_runs_on_real_kafka_and_influxdb() {
+    let (up, prefix, db, archive) = start_up_on_the_services("up", &[]).await;
     let (id, key, read_key) = create(&up, thingtotal_testkit::ADMIN_TOKEN).await;
     post(
         &up,
@@ -563,4 +571,69 @@ async fn up_bounds_dead_letters_and_refuses_entries_the_log_cannot_take() {
         json!([3]),
         "nothing of the refused request was stored"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn properties_named_like_the_stores_own_columns_read_back_under_their_own_names() {
+    let (up, _, db, _archive) =
+        start_up_on_the_services("names", &[("THINGTOTAL_ARCHIVE_MAX_AGE_SECS", "1")]).await;
+    let (id, key, read_key) = thingtotal_testkit::stream(
+        &up,
+        json!({"name": "names", "measurement": "names", "tags": ["stream_id"],
+               "schema": {"type": "object", "properties": {
+                   "seq": {"type": "integer"}, "entry_id": {"type": "string"},
+                   "time": {"type": "string"}, "ts": {"type": "number"},
+                   "received_at": {"type": "string"}, "stream_version": {"type": "integer"},
+                   "stream_id": {"type": "string"}, "t": {"type": "number"}}}}),
+    )
+    .await;
+    let sent = json!([
+        {"seq": 1000, "entry_id": "mine-1", "time": "noon", "ts": 1.5, "received_at": "here",
+         "stream_version": 7, "stream_id": "device-9", "t": 20.5},
+        {"seq": 2000, "entry_id": "mine-2", "time": "dusk", "ts": 2.5, "received_at": "there",
+         "stream_version": 8, "stream_id": "device-8", "t": 21.5},
+    ]);
+    let accepted = post(&up, id, &key, sent.clone()).await;
+    for source in ["influx", "archive"] {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let entries = loop {
+            let r = Client::new()
+                .get(format!(
+                    "{}/api/streams/{id}/entries?source={source}",
+                    up.base
+                ))
+                .header("x-api-key", &read_key)
+                .send()
+                .await
+                .unwrap();
+            let status = r.status();
+            let page: Value = r.json().await.unwrap();
+            let entries = page["entries"].as_array().cloned().unwrap_or_default();
+            if status == StatusCode::OK && entries.len() == 2 {
+                break entries;
+            }
+            assert!(Instant::now() < deadline, "{source}: {status} {page}");
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        };
+        for (i, e) in entries.iter().enumerate() {
+            assert_eq!(e["data"], sent[i], "{source}");
+            assert_eq!(
+                e["seq"], accepted["seq"][i],
+                "{source}: the entry's own seq"
+            );
+            assert_eq!(e["entry_id"], accepted["entry_ids"][i], "{source}");
+        }
+    }
+    // In InfluxDB the writer's fields and tag keep their names, the properties are data.<name>.
+    let v = thingtotal_testkit::influxql(
+        &db,
+        "SELECT \"seq\", \"data.seq\", \"data.time\", \"stream_id\", \"data.stream_id\" FROM names",
+    )
+    .await;
+    let rows = &v["results"][0]["series"][0]["values"];
+    assert_eq!(rows[0][1], accepted["seq"][0], "{v}");
+    assert_eq!(rows[0][2], json!(1000), "{v}");
+    assert_eq!(rows[0][3], json!("noon"), "{v}");
+    assert_eq!(rows[0][4], json!(id.to_string()), "{v}");
+    assert_eq!(rows[0][5], json!("device-9"), "{v}");
 }

@@ -143,7 +143,7 @@ impl InfluxReader {
     pub(crate) fn entries_query(shape: &Shape, q: &EntriesQuery) -> String {
         let mut s = String::from("SELECT \"seq\", \"entry_id\"");
         for l in &shape.leaves {
-            let _ = write!(s, ", {}", ident(&l.name));
+            let _ = write!(s, ", {}", ident(&l.stored_name()));
         }
         s.push_str(&Self::from_where(shape, q.range.start_us, q.range.end_us));
         if let Some(c) = q.after {
@@ -166,7 +166,7 @@ impl InfluxReader {
                 s,
                 "{}({}) AS \"v{i}\"",
                 q.agg.name(),
-                ident(&shape.leaves[leaf].name)
+                ident(&shape.leaves[leaf].stored_name())
             );
         }
         s.push_str(&Self::from_where(shape, q.range.start_us, q.range.end_us));
