@@ -111,7 +111,8 @@ impl Log {
     /// unless the writer has already taken it into a transaction, and then this waits for that
     /// transaction. On Kafka, records of a timed-out append may still be stored afterwards (the
     /// producer cannot take back what it has sent), so a client that retries can store an entry
-    /// twice. [`Error::Busy`](crate::Error::Busy) when the embedded log's write queue is full.
+    /// twice. [`Error::Busy`](crate::Error::Busy) at once when the embedded log's write queue is
+    /// full (where [`Log::append`] waits for room).
     pub async fn append_within(
         &self,
         topic: &str,

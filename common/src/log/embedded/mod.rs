@@ -241,6 +241,9 @@ impl EmbeddedLog {
             .await
     }
 
+    /// Appends `records` and waits for them to be stored, for room in the writer's queue too:
+    /// the parts' own appends (stream changes, dead letters) wait rather than fail; only a
+    /// device's append, which has a deadline and a client to retry, is refused.
     pub(super) async fn append(&self, topic: &str, records: Vec<Record>) -> Result<Vec<Position>> {
         let appends = records.into_iter().map(|r| (topic.to_owned(), r)).collect();
         self.submit(
@@ -250,7 +253,7 @@ impl EmbeddedLog {
                 claim: Arc::default(),
                 reply,
             },
-            true,
+            false,
         )
         .await
     }
@@ -663,8 +666,8 @@ mod tests {
         assert_eq!(on_time[0].offset, BUSY as i64 + 1);
     }
 
-    /// Appends that find the write queue full are refused at once instead of queueing without
-    /// bound.
+    /// Appends with a deadline (a device's) that find the write queue full are refused at once
+    /// instead of queueing without bound; a part's own append waits for room.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn appends_beyond_the_write_queue_are_refused() {
         let dir = tempfile::tempdir().unwrap();
@@ -680,7 +683,11 @@ mod tests {
         let mut queued = Vec::new();
         let mut refused = 0;
         for i in 0..2 * WRITE_QUEUE {
-            let mut append = Box::pin(log.append(&topic, vec![Record::new("k", i.to_string())]));
+            let mut append = Box::pin(log.append_within(
+                &topic,
+                vec![Record::new("k", i.to_string())],
+                Duration::from_secs(600),
+            ));
             match futures::poll!(&mut append) {
                 std::task::Poll::Ready(Err(Error::Busy)) => refused += 1,
                 std::task::Poll::Ready(other) => panic!("{other:?}"),
@@ -689,9 +696,15 @@ mod tests {
         }
         assert!(queued.len() <= WRITE_QUEUE, "{} queued", queued.len());
         assert!(refused >= WRITE_QUEUE, "{refused} refused");
+        let mut own = Box::pin(log.append(&topic, vec![Record::new("k", "own")]));
+        assert!(
+            futures::poll!(&mut own).is_pending(),
+            "a part's append waits"
+        );
         busy.await.unwrap();
         for a in queued {
             a.await.unwrap();
         }
+        assert_eq!(own.await.unwrap().len(), 1);
     }
 }
