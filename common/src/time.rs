@@ -4,7 +4,8 @@ use chrono::{DateTime, FixedOffset, NaiveDate, NaiveDateTime, TimeZone, Utc};
 
 /// Parses a time as devices send it: RFC 3339 (`2026-01-02T03:04:05.678Z`), ISO 8601 or MySQL
 /// style without a zone (`2026-01-02 03:04:05`, UTC assumed, as ThingSpeak does), with a short
-/// offset (`2026-01-02 03:04:05-05`, `…+0530`, `… UTC`), or epoch seconds (`1767323045`).
+/// offset (`2026-01-02 03:04:05-05`, `…+0530`, `… UTC`, or `… -0500` as ThingSpeak's CSV writes
+/// it), or epoch seconds (`1767323045`).
 pub fn parse_device_time(s: &str) -> Option<DateTime<Utc>> {
     let s = s.trim();
     if s.is_empty() {
@@ -43,7 +44,7 @@ pub fn parse_device_time(s: &str) -> Option<DateTime<Utc>> {
         _ => return None,
     };
     let offset = FixedOffset::east_opt(sign * (h * 3600 + m * 60))?;
-    let local = NaiveDateTime::parse_from_str(local, "%Y-%m-%d %H:%M:%S%.f").ok()?;
+    let local = NaiveDateTime::parse_from_str(local.trim_end(), "%Y-%m-%d %H:%M:%S%.f").ok()?;
     offset
         .from_local_datetime(&local)
         .single()
@@ -121,6 +122,7 @@ mod tests {
             "2014-12-31 18:59:59-05",
             "2014-12-31 18:59:59-0500",
             "2014-12-31 18:59:59-05:00",
+            "2014-12-31 18:59:59 -0500",
             "1420070399",
         ] {
             assert_eq!(parse_device_time(s), Some(t), "{s}");

@@ -109,5 +109,17 @@ mod tests {
             1_767_323_045_000_000
         );
         assert!(utc.parse("start", "2026-01-01'; DROP").is_err());
+        // What the CSV answer writes reads back as `start`, offset and all.
+        assert_eq!(
+            utc.parse("start", &ny.csv(us)).unwrap(),
+            1_767_323_045_000_000
+        );
+        let one_minute_west = Zone::Fixed(FixedOffset::west_opt(60).unwrap());
+        assert_eq!(
+            one_minute_west
+                .parse("start", "1969-12-31 23:59:00 -0001")
+                .ok(),
+            Some(0)
+        );
     }
 }
