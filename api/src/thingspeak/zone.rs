@@ -16,12 +16,16 @@ pub(super) enum Zone {
 }
 
 impl Zone {
-    /// The offset from UTC at `t`.
+    /// The offset from UTC at `t`, in whole minutes: the local mean times of old dates have
+    /// seconds (Berlin's was +00:53:28), which neither `+00:53` nor `-0500` can write, and a
+    /// time shown with an offset other than the one it was computed at names another instant.
     fn offset_at(&self, t: DateTime<Utc>) -> FixedOffset {
-        match self {
+        let o = match self {
             Zone::Named(tz) => tz.offset_from_utc_datetime(&t.naive_utc()).fix(),
             Zone::Fixed(o) => *o,
-        }
+        };
+        let secs = o.local_minus_utc();
+        FixedOffset::east_opt(secs - secs % 60).unwrap_or(o)
     }
 
     /// The time that `naive` is in this zone (the earlier, where it is ambiguous).
@@ -104,6 +108,14 @@ mod tests {
         let ny = Zone::Named("America/New_York".parse().unwrap());
         assert_eq!(ny.iso(us), "2026-01-01T22:04:05-05:00");
         assert_eq!(ny.csv(us), "2026-01-01 22:04:05 -0500");
+        // Before 1893 Berlin kept local mean time, +00:53:28: shown at +00:53, consistently.
+        let berlin = Zone::Named("Europe/Berlin".parse().unwrap());
+        let lmt = -2_422_054_408_000_001; // 1893-03-31T23:06:31.999999Z
+        assert_eq!(berlin.iso(lmt), "1893-03-31T23:59:31+00:53");
+        assert_eq!(
+            berlin.parse("start", &berlin.iso(lmt)).ok(),
+            Some(-2_422_054_409_000_000)
+        );
         assert_eq!(
             ny.parse("start", "2026-01-01 22:04:05").unwrap(),
             1_767_323_045_000_000
