@@ -135,3 +135,71 @@ mod tests {
         );
     }
 }
+
+#[cfg(test)]
+mod proptests {
+    use super::*;
+    use crate::read::params::{MAX_US, MIN_US};
+    use proptest::prelude::*;
+
+    /// UTC, a fixed offset, or an IANA zone with and without daylight saving time.
+    fn any_zone() -> impl Strategy<Value = Zone> {
+        prop_oneof![
+            (-14 * 60..=14 * 60i32)
+                .prop_map(|m| Zone::Fixed(FixedOffset::east_opt(m * 60).unwrap())),
+            prop::sample::select(vec![
+                "UTC",
+                "America/New_York",
+                "Europe/Berlin",
+                "Asia/Kolkata",
+                "Australia/Lord_Howe",
+                "Pacific/Chatham",
+            ])
+            .prop_map(|n| Zone::Named(n.parse().unwrap())),
+        ]
+    }
+
+    proptest! {
+        #[test]
+        fn a_time_as_the_read_api_writes_it_reads_back_as_start_to_the_second(
+            us in MIN_US..MAX_US,
+            zone in any_zone(),
+            csv in any::<bool>(),
+        ) {
+            let text = if csv { zone.csv(us) } else { zone.iso(us) };
+            let second = us.div_euclid(1_000_000) * 1_000_000;
+            prop_assert_eq!(zone.parse("start", &text).ok(), Some(second), "{}", text);
+        }
+
+        #[test]
+        fn a_local_time_in_a_fixed_offset_reads_back_as_that_time(
+            us in MIN_US..MAX_US,
+            minutes in -14 * 60..=14 * 60i32,
+            form in prop::sample::select(vec!["%Y-%m-%d %H:%M:%S", "%Y-%m-%dT%H:%M:%S"]),
+        ) {
+            let offset = FixedOffset::east_opt(minutes * 60).unwrap();
+            let t = DateTime::from_timestamp_micros(us).unwrap().with_timezone(&offset);
+            let text = t.format(form).to_string();
+            let second = us.div_euclid(1_000_000) * 1_000_000;
+            prop_assert_eq!(Zone::Fixed(offset).parse("end", &text).ok(), Some(second), "{}", text);
+        }
+
+        #[test]
+        fn any_start_is_a_time_in_range_or_a_bad_request(
+            zone in any_zone(),
+            s in prop_oneof![
+                any::<String>(),
+                "[+-]?[0-9]{1,6}-[0-9]{2}-[0-9]{2}([ T][0-9]{2}:[0-9]{2}(:[0-9]{2})?)?( ?[+-][0-9]{2,4}| UTC|Z)?",
+            ],
+        ) {
+            match zone.parse("start", &s) {
+                Ok(us) => prop_assert!((MIN_US..=MAX_US).contains(&us), "{} gave {}", s, us),
+                Err(e) => prop_assert!(
+                    matches!(&e, TsError::Error { code, details }
+                        if code.status == 400 && details.contains("start=")),
+                    "{:?}", e
+                ),
+            }
+        }
+    }
+}
