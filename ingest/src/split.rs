@@ -1,7 +1,11 @@
 //! Splits a request body into entries without re-serialising them: each entry is a slice of the
-//! body, byte for byte as the device sent it.
+//! body, byte for byte as the device sent it. A body is accepted only if every entry reads as a
+//! JSON value, as the validator will read it.
+
+use std::fmt;
 
 use bytes::Bytes;
+use serde::de::{Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde_json::value::RawValue;
 
 /// Why a body could not be split.
@@ -42,9 +46,73 @@ fn is_object(raw: &RawValue) -> bool {
     raw.get().starts_with('{')
 }
 
+/// JSON read the way `serde_json::Value` reads it, without building it. A `RawValue` only skips
+/// over a value, so on its own it lets through numbers beyond an f64 (`1e400`), escapes of
+/// lone surrogates (`"\ud800"`) and nesting deeper than serde_json's limit of 128: bodies
+/// the ingest would accept and the validator then dead-letter as malformed.
+struct Checked;
+
+impl<'de> Deserialize<'de> for Checked {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(Checked)
+    }
+}
+
+impl<'de> Visitor<'de> for Checked {
+    type Value = Checked;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("any JSON value")
+    }
+
+    fn visit_bool<E>(self, _: bool) -> Result<Checked, E> {
+        Ok(Checked)
+    }
+
+    fn visit_i64<E>(self, _: i64) -> Result<Checked, E> {
+        Ok(Checked)
+    }
+
+    fn visit_u64<E>(self, _: u64) -> Result<Checked, E> {
+        Ok(Checked)
+    }
+
+    fn visit_f64<E>(self, _: f64) -> Result<Checked, E> {
+        Ok(Checked)
+    }
+
+    fn visit_str<E>(self, _: &str) -> Result<Checked, E> {
+        Ok(Checked)
+    }
+
+    fn visit_unit<E>(self) -> Result<Checked, E> {
+        Ok(Checked)
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut items: A) -> Result<Checked, A::Error> {
+        while items.next_element::<Checked>()?.is_some() {}
+        Ok(Checked)
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut members: A) -> Result<Checked, A::Error> {
+        while members.next_entry::<Checked, Checked>()?.is_some() {}
+        Ok(Checked)
+    }
+}
+
+/// Checks that `text` reads as a JSON value, as the validator will read each entry.
+fn check(text: &[u8], line_offset: usize) -> Result<(), SplitError> {
+    serde_json::from_slice::<Checked>(text)
+        .map(|_| ())
+        .map_err(|e| malformed(e, line_offset))
+}
+
 /// Splits a JSON body: one object, or an array of objects.
 pub(crate) fn json(body: &Bytes, limit: usize) -> Result<Vec<Bytes>, SplitError> {
     let first = body.iter().find(|b| !b.is_ascii_whitespace());
+    if first.is_some() {
+        check(body, 0)?;
+    }
     match first {
         None => Err(SplitError::Empty),
         Some(b'[') => {
@@ -88,6 +156,7 @@ pub(crate) fn ndjson(body: &Bytes, limit: usize) -> Result<Vec<Bytes>, SplitErro
         if out.len() == limit {
             return Err(SplitError::TooMany { limit });
         }
+        check(line, n)?;
         let raw: &RawValue = serde_json::from_slice(line).map_err(|e| malformed(e, n))?;
         if !is_object(raw) {
             return Err(SplitError::NotAnObject { index: out.len() });
@@ -189,5 +258,32 @@ mod tests {
             json(&Bytes::from_static(b"{} {}"), 2).unwrap_err(),
             SplitError::Malformed { .. }
         ));
+    }
+
+    #[test]
+    fn entries_the_validator_could_not_read_are_refused_with_where() {
+        let at = |e: SplitError| match e {
+            SplitError::Malformed {
+                line,
+                column,
+                message,
+            } => (line, column, message),
+            other => panic!("{other:?}"),
+        };
+        let (line, column, message) =
+            at(json(&Bytes::from_static(br#"{"":"\uDA00"}"#), 1).unwrap_err());
+        // A lone surrogate: serde_json looks for the low half after it.
+        assert_eq!((line, column), (1, 12), "{message}");
+        assert!(message.contains("hex escape"), "{message}");
+        let (line, column, message) =
+            at(json(&Bytes::from_static(b"[{\"a\":1},\n {\"a\":1e400}]"), 10).unwrap_err());
+        assert_eq!((line, column), (2, 11), "{message}");
+        assert!(message.contains("out of range"), "{message}");
+        let (line, _, message) =
+            at(ndjson(&Bytes::from_static(b"{}\n{\"t\":-1e309}\n"), 10).unwrap_err());
+        assert_eq!(line, 2, "{message}");
+        let deep = format!("{{\"a\":{}{}}}", "[".repeat(200), "]".repeat(200));
+        let (_, _, message) = at(json(&Bytes::from(deep), 10).unwrap_err());
+        assert!(message.contains("recursion limit"), "{message}");
     }
 }
