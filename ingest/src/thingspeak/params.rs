@@ -88,4 +88,16 @@ mod tests {
         assert_eq!(p["field1"], "21.5");
         assert!(!p.contains_key("lat"));
     }
+
+    #[test]
+    fn json_numbers_keep_every_digit_the_device_sent() {
+        let p = params(
+            "",
+            None,
+            br#"{"field1":8.351501357612126e-57,"field2":0.30000000000000004}"#,
+        )
+        .unwrap();
+        assert_eq!(p["field1"], "8.351501357612126e-57");
+        assert_eq!(p["field2"], "0.30000000000000004");
+    }
 }
