@@ -287,3 +287,206 @@ mod tests {
         assert!(message.contains("recursion limit"), "{message}");
     }
 }
+
+#[cfg(test)]
+mod proptests {
+    use super::*;
+    use proptest::prelude::*;
+    use serde_json::Value;
+
+    /// JSON text from its grammar, not from a `Value`: numbers beyond an f64, every escape
+    /// (lone surrogates too), and whitespace where the grammar allows it.
+    fn json_text() -> impl Strategy<Value = String> {
+        let leaf = prop_oneof![
+            Just("null".to_owned()),
+            Just("true".to_owned()),
+            Just("false".to_owned()),
+            "-?(0|[1-9][0-9]{0,3})(\\.[0-9]{1,3})?([eE][+-]?[0-9]{1,4})?",
+            "\"([a-zé🌡 ]|\\\\[\"\\\\/bfnrt]|\\\\u[0-9a-fA-F]{4})*\"",
+        ];
+        let sep = || prop::sample::select(vec![",", " , ", ",\t", "\r,  "]);
+        leaf.prop_recursive(3, 24, 4, move |inner| {
+            prop_oneof![
+                (prop::collection::vec(inner.clone(), 0..4), sep())
+                    .prop_map(|(items, sep)| format!("[{}]", items.join(sep))),
+                (
+                    prop::collection::vec(("\"[a-z]{0,3}\"", " ?: ?", inner), 0..4),
+                    sep()
+                )
+                    .prop_map(|(members, sep)| {
+                        let members: Vec<String> = members
+                            .iter()
+                            .map(|(k, c, v)| format!("{k}{c}{v}"))
+                            .collect();
+                        format!("{{{}}}", members.join(sep))
+                    }),
+            ]
+        })
+    }
+
+    /// Mostly objects, as bodies carry them, with other values mixed in.
+    fn entry_text() -> impl Strategy<Value = String> {
+        prop_oneof![
+            4 => json_text().prop_map(|v| if v.starts_with('{') { v } else { format!("{{\"v\":{v}}}") }),
+            1 => json_text(),
+        ]
+    }
+
+    /// `body` with a few bytes replaced, inserted or removed, so that it is often malformed
+    /// in one place.
+    fn damaged(body: String, edits: Vec<(usize, u8, u8)>) -> Vec<u8> {
+        let mut b = body.into_bytes();
+        for (at, kind, byte) in edits {
+            let at = at % (b.len() + 1);
+            match kind % 3 {
+                0 if at < b.len() => b[at] = byte,
+                1 => b.insert(at, byte),
+                _ if at < b.len() => {
+                    b.remove(at);
+                }
+                _ => {}
+            }
+        }
+        b
+    }
+
+    fn edits() -> impl Strategy<Value = Vec<(usize, u8, u8)>> {
+        let byte = prop_oneof![
+            prop::sample::select(b"{}[]\",:\\ \n\r0e-".to_vec()),
+            any::<u8>()
+        ];
+        prop::collection::vec((any::<usize>(), any::<u8>(), byte), 0..3)
+    }
+
+    /// A JSON body: one entry or an array of them, perhaps damaged; or any bytes.
+    fn json_body() -> impl Strategy<Value = Vec<u8>> {
+        let text = prop_oneof![
+            entry_text(),
+            (prop::collection::vec(entry_text(), 0..6), "[ \n]{0,2}")
+                .prop_map(|(items, ws)| format!("{ws}[{ws}{}{ws}]{ws}", items.join(","))),
+        ];
+        prop_oneof![
+            8 => (text, edits()).prop_map(|(t, e)| damaged(t, e)),
+            1 => any::<Vec<u8>>(),
+        ]
+    }
+
+    /// An NDJSON body: entries one per line, blank lines between, perhaps damaged; or any bytes.
+    fn ndjson_body() -> impl Strategy<Value = Vec<u8>> {
+        let line = prop_oneof![
+            4 => entry_text().prop_map(|t| t.replace(['\n', '\r'], " ")),
+            1 => Just(String::new()),
+            1 => Just(" \t\r".to_owned()),
+        ];
+        let text = (prop::collection::vec(line, 0..6), prop::bool::ANY)
+            .prop_map(|(lines, crlf)| lines.join(if crlf { "\r\n" } else { "\n" }));
+        prop_oneof![
+            8 => (text, edits()).prop_map(|(t, e)| damaged(t, e)),
+            1 => any::<Vec<u8>>(),
+        ]
+    }
+
+    fn values(entries: &[Bytes]) -> Vec<Value> {
+        entries
+            .iter()
+            .map(|e| serde_json::from_slice(e).expect("an entry is JSON"))
+            .collect()
+    }
+
+    fn is_blank(b: &[u8]) -> bool {
+        b.iter().all(u8::is_ascii_whitespace)
+    }
+
+    /// What splitting `body` as JSON must give, from serde_json's reading of the whole body.
+    fn json_reference(body: &[u8], limit: usize) -> Result<Vec<Value>, SplitError> {
+        if is_blank(body) {
+            return Err(SplitError::Empty);
+        }
+        let whole: Value = serde_json::from_slice(body).map_err(|e| malformed(e, 0))?;
+        let items = match whole {
+            Value::Array(items) => items,
+            Value::Object(_) => return Ok(vec![whole]),
+            _ => return Err(SplitError::NotAnObject { index: 0 }),
+        };
+        if items.is_empty() {
+            return Err(SplitError::Empty);
+        }
+        if items.len() > limit {
+            return Err(SplitError::TooMany { limit });
+        }
+        match items.iter().position(|v| !v.is_object()) {
+            Some(index) => Err(SplitError::NotAnObject { index }),
+            None => Ok(items),
+        }
+    }
+
+    /// What splitting `body` as NDJSON must give, from serde_json's reading of each line.
+    fn ndjson_reference(body: &[u8], limit: usize) -> Result<Vec<Value>, SplitError> {
+        let mut out = Vec::new();
+        for (n, line) in body.split(|b| *b == b'\n').enumerate() {
+            if is_blank(line) {
+                continue;
+            }
+            if out.len() == limit {
+                return Err(SplitError::TooMany { limit });
+            }
+            let v: Value = serde_json::from_slice(line).map_err(|e| malformed(e, n))?;
+            if !v.is_object() {
+                return Err(SplitError::NotAnObject { index: out.len() });
+            }
+            out.push(v);
+        }
+        if out.is_empty() {
+            return Err(SplitError::Empty);
+        }
+        Ok(out)
+    }
+
+    /// Each entry is a slice of the body itself, in order: nothing was re-serialised.
+    fn are_slices_of(entries: &[Bytes], body: &Bytes) -> bool {
+        let range = body.as_ptr() as usize..=body.as_ptr() as usize + body.len();
+        let mut after = *range.start();
+        entries.iter().all(|e| {
+            let start = e.as_ptr() as usize;
+            let inside = start >= after && range.contains(&(start + e.len()));
+            after = start + e.len();
+            inside
+        })
+    }
+
+    proptest! {
+        #[test]
+        fn json_entries_are_the_values_serde_json_reads_in_the_whole_body(
+            body in json_body(),
+            limit in 1..8usize,
+        ) {
+            let body = Bytes::from(body);
+            let got = json(&body, limit);
+            if let Ok(entries) = &got {
+                prop_assert!(are_slices_of(entries, &body));
+            }
+            prop_assert_eq!(
+                got.map(|e| values(&e)),
+                json_reference(&body, limit),
+                "{}", String::from_utf8_lossy(&body)
+            );
+        }
+
+        #[test]
+        fn ndjson_entries_are_the_values_serde_json_reads_line_by_line(
+            body in ndjson_body(),
+            limit in 1..8usize,
+        ) {
+            let body = Bytes::from(body);
+            let got = ndjson(&body, limit);
+            if let Ok(entries) = &got {
+                prop_assert!(are_slices_of(entries, &body));
+            }
+            prop_assert_eq!(
+                got.map(|e| values(&e)),
+                ndjson_reference(&body, limit),
+                "{}", String::from_utf8_lossy(&body)
+            );
+        }
+    }
+}
