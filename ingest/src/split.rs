@@ -454,6 +454,21 @@ mod proptests {
         })
     }
 
+    /// The split `got` of `body` holds slices of it with the values of `reference`, or fails
+    /// as the reference does.
+    fn agrees(
+        body: &Bytes,
+        got: Result<Vec<Bytes>, SplitError>,
+        reference: Result<Vec<Value>, SplitError>,
+    ) -> Result<(), TestCaseError> {
+        if let Ok(entries) = &got {
+            prop_assert!(are_slices_of(entries, body));
+        }
+        let body = String::from_utf8_lossy(body);
+        prop_assert_eq!(got.map(|e| values(&e)), reference, "{}", body);
+        Ok(())
+    }
+
     proptest! {
         #[test]
         fn json_entries_are_the_values_serde_json_reads_in_the_whole_body(
@@ -461,15 +476,7 @@ mod proptests {
             limit in 1..8usize,
         ) {
             let body = Bytes::from(body);
-            let got = json(&body, limit);
-            if let Ok(entries) = &got {
-                prop_assert!(are_slices_of(entries, &body));
-            }
-            prop_assert_eq!(
-                got.map(|e| values(&e)),
-                json_reference(&body, limit),
-                "{}", String::from_utf8_lossy(&body)
-            );
+            agrees(&body, json(&body, limit), json_reference(&body, limit))?;
         }
 
         #[test]
@@ -478,15 +485,7 @@ mod proptests {
             limit in 1..8usize,
         ) {
             let body = Bytes::from(body);
-            let got = ndjson(&body, limit);
-            if let Ok(entries) = &got {
-                prop_assert!(are_slices_of(entries, &body));
-            }
-            prop_assert_eq!(
-                got.map(|e| values(&e)),
-                ndjson_reference(&body, limit),
-                "{}", String::from_utf8_lossy(&body)
-            );
+            agrees(&body, ndjson(&body, limit), ndjson_reference(&body, limit))?;
         }
     }
 }

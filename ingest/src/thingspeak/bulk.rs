@@ -22,15 +22,15 @@ fn bad_request(details: &str) -> Response {
     ts_error(ErrorCode::BAD_REQUEST, details)
 }
 
+/// An update's `created_at`, if it has one, and its `delta_t` in seconds.
+type Timing = (Option<DateTime<Utc>>, f64);
+
 /// The times of a bulk update's entries. An entry with `created_at` is at that time; one with
 /// `delta_t` is that many seconds after the entry before it. Entries before the first
 /// `created_at` count back from it, and if no entry has one, the last entry is at `now`.
 /// `Err(i)` if update `i`'s `delta_t` puts an entry outside the times that can be represented:
 /// the arithmetic is checked, since `delta_t` is whatever the client sent.
-fn bulk_times(
-    updates: &[(Option<DateTime<Utc>>, f64)],
-    now: DateTime<Utc>,
-) -> Result<Vec<DateTime<Utc>>, usize> {
+fn bulk_times(updates: &[Timing], now: DateTime<Utc>) -> Result<Vec<DateTime<Utc>>, usize> {
     // Saturates for huge values, which the checked additions below then refuse.
     let secs = |d: f64| Duration::microseconds((d * 1e6) as i64);
     let mut times: Vec<Option<DateTime<Utc>>> = Vec::with_capacity(updates.len());
@@ -70,7 +70,7 @@ fn bulk_times(
 
 /// Update `i` of a bulk update: what it sends, its `created_at` and its `delta_t` (0 if it
 /// has only `created_at`). `Err` with the details of a 400 if it cannot be used.
-fn bulk_entry(i: usize, u: &Value) -> Result<(Update, (Option<DateTime<Utc>>, f64)), String> {
+fn bulk_entry(i: usize, u: &Value) -> Result<(Update, Timing), String> {
     let Some(o) = u.as_object() else {
         return Err(format!("update {i} is not an object"));
     };
