@@ -1,10 +1,17 @@
 //! InfluxDB line protocol, built straight into a reusable buffer.
 //!
-//! Escaping follows the line protocol reference exactly: in the measurement, commas and spaces;
-//! in tag keys, tag values and field keys, commas, equals signs and spaces; in string field values,
-//! double quotes; and backslashes everywhere, so that a trailing backslash never escapes the
-//! delimiter after it. Newlines end a line in line protocol, so in names and tag values they are
-//! written as the two characters `\n` (`\r` as `\r`); string field values may hold them as they are.
+//! Escaping follows InfluxDB's parser (1.8 and 2.x), which is stricter than its reference page.
+//! In the measurement, commas and spaces get a backslash; in tag keys, tag values and field keys,
+//! commas, equals signs and spaces. A backslash before any other character is a backslash to
+//! that parser, so names and tag values keep theirs as they are: doubled, they would be stored
+//! doubled. String field values escape double quotes and backslashes, and are read back exactly.
+//!
+//! Two things no escaping can carry in a name or tag value, so they are changed: newlines end a
+//! line, so they are written as the two characters `\n` (`\r` as `\r`); and a trailing
+//! backslash would escape the delimiter after it, so it is dropped, as InfluxData's Telegraf
+//! does (a tag left empty is left out). In a measurement or field key, a backslash right before
+//! one of `,`, `=`, `"` or a space is read inconsistently by InfluxDB itself, and a tab that
+//! begins a measurement is skipped as white space.
 
 use serde_json::Value;
 use thingtotal_common::stream::{LeafType, StreamRecord};
@@ -59,14 +66,15 @@ impl Layout {
             .iter()
             .filter_map(|t| {
                 let v = match data.get(t)? {
-                    Value::String(s) if !s.is_empty() => s.clone(),
+                    Value::String(s) => s.clone(),
                     Value::Number(n) => n.to_string(),
                     Value::Bool(b) => b.to_string(),
                     _ => return None,
                 };
                 Some((t.as_str(), v))
             })
-            .filter(|(t, _)| *t != "stream_id")
+            // InfluxDB refuses an empty tag key or value.
+            .filter(|(t, v)| *t != "stream_id" && !written(t).is_empty() && !written(v).is_empty())
             .collect();
         // InfluxDB stores tags sorted by key; sending them sorted saves it the work.
         tags.sort();
@@ -125,13 +133,20 @@ impl Layout {
 const KEY: &[char] = &[',', '=', ' '];
 const STRING: &[char] = &['"'];
 
-/// Appends `s`, escaping backslashes and `special` with a backslash. In names and tag values
-/// (everything but string fields) newlines become `\n` and carriage returns `\r`.
+/// What of a name or tag value can be written: all but its trailing backslashes.
+fn written(s: &str) -> &str {
+    s.trim_end_matches('\\')
+}
+
+/// Appends `s`, escaping `special` with a backslash. In a string field value backslashes are
+/// escaped too; in names and tag values they stay as they are, trailing ones are dropped,
+/// newlines become `\n` and carriage returns `\r`.
 fn escape(buf: &mut String, s: &str, special: &[char]) {
     let in_name = special != STRING;
+    let s = if in_name { written(s) } else { s };
     for c in s.chars() {
         match c {
-            '\\' => buf.push_str("\\\\"),
+            '\\' if !in_name => buf.push_str("\\\\"),
             '\n' if in_name => buf.push_str("\\n"),
             '\r' if in_name => buf.push_str("\\r"),
             c if special.contains(&c) => {
@@ -155,14 +170,23 @@ mod tests {
     }
 
     #[test]
-    fn measurement_escapes_commas_spaces_and_backslashes() {
+    fn measurement_escapes_commas_and_spaces() {
         assert_eq!(esc("my room, north", &[',', ' ']), "my\\ room\\,\\ north");
         assert_eq!(
             esc("a=b", &[',', ' ']),
             "a=b",
             "= needs no escape in a measurement"
         );
-        assert_eq!(esc("ends\\", &[',', ' ']), "ends\\\\");
+        assert_eq!(
+            esc("c:\\dir", &[',', ' ']),
+            "c:\\dir",
+            "InfluxDB keeps the backslash"
+        );
+        assert_eq!(
+            esc("ends\\", &[',', ' ']),
+            "ends",
+            "it would escape the delimiter"
+        );
         assert_eq!(esc("two\nlines", &[',', ' ']), "two\\nlines");
     }
 
@@ -174,7 +198,10 @@ mod tests {
             "quote\"s",
             "quotes are literal in keys"
         );
-        assert_eq!(esc("back\\slash", KEY), "back\\\\slash");
+        assert_eq!(esc("back\\slash", KEY), "back\\slash");
+        // The backslash stays; the comma after it is escaped: InfluxDB reads `a\,b`.
+        assert_eq!(esc("a\\,b", KEY), "a\\\\,b");
+        assert_eq!(esc("C:\\", KEY), "C:");
         assert_eq!(esc("cr\r\nlf", KEY), "cr\\r\\nlf");
         assert_eq!(esc("température µ°C ✓", KEY), "température\\ µ°C\\ ✓");
     }
@@ -227,5 +254,26 @@ mod tests {
             buf,
             "green\\ house,stream_id=42 seq=10i,entry_id=\"e-2\",t=1.25 5\n"
         );
+        // A backslash is written as it is, but not a trailing one, which would escape the
+        // space after it; a tag of backslashes alone is left out.
+        buf.clear();
+        layout.write(
+            &mut buf,
+            &json!({"site": "C:\\data\\", "floor": 3}),
+            11,
+            "e-3",
+            6,
+        );
+        assert_eq!(
+            buf,
+            "green\\ house,stream_id=42,floor=3,site=C:\\data seq=11i,entry_id=\"e-3\" 6\n"
+        );
+        buf.clear();
+        layout.write(&mut buf, &json!({"site": "\\\\"}), 12, "e-4", 7);
+        assert_eq!(
+            buf,
+            "green\\ house,stream_id=42 seq=12i,entry_id=\"e-4\" 7\n"
+        );
     }
 }
+
