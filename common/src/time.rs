@@ -4,7 +4,8 @@ use chrono::{DateTime, FixedOffset, NaiveDate, NaiveDateTime, TimeZone, Utc};
 
 /// Parses a time as devices send it: RFC 3339 (`2026-01-02T03:04:05.678Z`), ISO 8601 or MySQL
 /// style without a zone (`2026-01-02 03:04:05`, UTC assumed, as ThingSpeak does), with a short
-/// offset (`2026-01-02 03:04:05-05`, `…+0530`, `… UTC`), or epoch seconds (`1767323045`).
+/// offset (`2026-01-02 03:04:05-05`, `…+0530`, `… UTC`, or `… -0500` as ThingSpeak's CSV writes
+/// it), or epoch seconds (`1767323045`).
 pub fn parse_device_time(s: &str) -> Option<DateTime<Utc>> {
     let s = s.trim();
     if s.is_empty() {
@@ -43,7 +44,7 @@ pub fn parse_device_time(s: &str) -> Option<DateTime<Utc>> {
         _ => return None,
     };
     let offset = FixedOffset::east_opt(sign * (h * 3600 + m * 60))?;
-    let local = NaiveDateTime::parse_from_str(local, "%Y-%m-%d %H:%M:%S%.f").ok()?;
+    let local = NaiveDateTime::parse_from_str(local.trim_end(), "%Y-%m-%d %H:%M:%S%.f").ok()?;
     offset
         .from_local_datetime(&local)
         .single()
@@ -121,6 +122,7 @@ mod tests {
             "2014-12-31 18:59:59-05",
             "2014-12-31 18:59:59-0500",
             "2014-12-31 18:59:59-05:00",
+            "2014-12-31 18:59:59 -0500",
             "1420070399",
         ] {
             assert_eq!(parse_device_time(s), Some(t), "{s}");
@@ -159,6 +161,120 @@ mod tests {
             "",
         ] {
             assert_eq!(envelope_micros(bad), None, "{bad}");
+        }
+    }
+}
+
+#[cfg(test)]
+mod proptests {
+    use super::*;
+    use chrono::{SecondsFormat, Timelike};
+    use proptest::prelude::*;
+
+    /// A time in years 1 to 9999, the range every form here can print, to the nanosecond.
+    fn any_time() -> impl Strategy<Value = DateTime<Utc>> {
+        (-62_135_596_800i64..=253_402_300_799, 0u32..1_000_000_000)
+            .prop_map(|(secs, nanos)| DateTime::from_timestamp(secs, nanos).expect("in range"))
+    }
+
+    /// An offset a device may send, whole minutes, under a day either way.
+    fn any_offset() -> impl Strategy<Value = FixedOffset> {
+        (-(23 * 60 + 59)..=(23 * 60 + 59))
+            .prop_map(|m: i32| FixedOffset::east_opt(m * 60).expect("under a day"))
+    }
+
+    /// Text shaped like a time, so that the parser gets past its first checks.
+    fn time_like() -> impl Strategy<Value = String> {
+        prop_oneof![
+            any::<String>(),
+            "[0-9 :.TZUC+-]{0,40}",
+            "[0-9]{4}-[0-9]{2}-[0-9]{2}[ T][0-9]{2}:[0-9]{2}(:[0-9]{2}(\\.[0-9]{1,12})?)?\
+             ( ?[+-][0-9]{1,5}(:[0-9]{2})?| UTC|Z)?",
+        ]
+    }
+
+    proptest! {
+        #[test]
+        fn a_device_time_in_rfc_3339_parses_back_to_itself(
+            t in any_time(),
+            offset in any_offset(),
+            z in any::<bool>(),
+        ) {
+            let text = t.with_timezone(&offset).to_rfc3339_opts(SecondsFormat::AutoSi, z);
+            prop_assert_eq!(parse_device_time(&text), Some(t), "{}", text);
+        }
+
+        #[test]
+        fn a_device_time_without_a_zone_is_utc_to_the_nanosecond(
+            t in any_time(),
+            sep in prop::sample::select(vec![" ", "T"]),
+            suffix in prop::sample::select(vec!["", " UTC", "Z"]),
+        ) {
+            let text = format!("{}{suffix}", t.format(&format!("%Y-%m-%d{sep}%H:%M:%S%.f")));
+            prop_assert_eq!(parse_device_time(&text), Some(t), "{}", text);
+        }
+
+        #[test]
+        fn a_device_time_with_a_short_offset_is_that_far_from_utc(
+            t in any_time(),
+            offset in any_offset(),
+            form in 0..3usize,
+        ) {
+            let t = t.with_nanosecond(0).expect("whole second");
+            let secs = offset.local_minus_utc();
+            let (sign, abs) = if secs < 0 { ('-', -secs) } else { ('+', secs) };
+            let (h, m) = (abs / 3600, abs % 3600 / 60);
+            let zone = match form {
+                0 if m == 0 => format!("{sign}{h:02}"),
+                1 => format!("{sign}{h:02}{m:02}"),
+                _ => format!("{sign}{h:02}:{m:02}"),
+            };
+            let text = format!("{}{zone}", t.with_timezone(&offset).format("%Y-%m-%d %H:%M:%S"));
+            prop_assert_eq!(parse_device_time(&text), Some(t), "{}", text);
+        }
+
+        #[test]
+        fn epoch_seconds_are_that_many_seconds_after_1970(secs in 0..=253_402_300_799i64) {
+            prop_assert_eq!(
+                parse_device_time(&secs.to_string()),
+                DateTime::from_timestamp(secs, 0)
+            );
+        }
+
+        #[test]
+        fn any_text_gives_a_time_or_none_and_surrounding_space_changes_nothing(s in time_like()) {
+            let t = parse_device_time(&s);
+            prop_assert_eq!(parse_device_time(&format!(" \t{s}\n")), t);
+        }
+
+        #[test]
+        fn an_envelope_time_reads_back_to_the_microsecond(t in any_time()) {
+            let text = crate::envelope::format_time(t);
+            prop_assert_eq!(envelope_micros(&text), Some(t.timestamp_micros()), "{}", text);
+        }
+
+        #[test]
+        fn the_fast_envelope_reader_agrees_with_chrono_on_any_text(
+            t in any_time(),
+            edits in prop::collection::vec((0..27usize, "[0-9:TZ.+ -]"), 0..3),
+            other in any::<String>(),
+            use_other in prop::bool::weighted(0.2),
+        ) {
+            let mut text = if use_other {
+                other
+            } else {
+                crate::envelope::format_time(t)
+            };
+            for (at, with) in edits {
+                if text.is_char_boundary(at) && text.is_char_boundary(at + 1) && at < text.len() {
+                    text.replace_range(at..at + 1, &with);
+                }
+            }
+            prop_assert_eq!(
+                envelope_micros(&text),
+                DateTime::parse_from_rfc3339(&text).ok().map(|t| t.timestamp_micros()),
+                "{}", text
+            );
         }
     }
 }

@@ -39,7 +39,7 @@ async fn entries_become_exactly_one_typed_point_each() {
     for (id, key, n) in [(a, &key_a, 300), (b, &key_b, 200)] {
         let entries: Vec<Value> = (0..n)
             .map(|i| {
-                json!({"site": "north wing", "t": i, "n": i * 2, "on": i % 2 == 0,
+                json!({"site": "north wing, C:\\data\\", "t": i, "n": i * 2, "on": i % 2 == 0,
                             "note": format!("say \"{i}\"\nok"), "at": base + i, "pos": {"x": 0.5}})
             })
             .collect();
@@ -90,7 +90,8 @@ async fn entries_become_exactly_one_typed_point_each() {
     assert_eq!(*col("on"), json!(false));
     assert_eq!(*col("note"), json!("say \"7\"\nok"));
     assert_eq!(*col("pos.x"), json!(0.5));
-    assert_eq!(*col("site"), json!("north wing"));
+    // Backslashes land as sent, but for the trailing one, which line protocol cannot carry.
+    assert_eq!(*col("site"), json!("north wing, C:\\data"));
     assert_eq!(*col("stream_id"), json!(a.to_string()));
     assert!(col("entry_id").as_str().unwrap().len() == 36);
     // Field types, as InfluxDB recorded them.

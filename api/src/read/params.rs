@@ -7,7 +7,7 @@ use thingtotal_common::problem::Problem;
 /// The earliest and latest times a query may name: InfluxDB's nanosecond timestamps cover
 /// 1677 to 2262, so both ends stay well inside.
 pub(crate) const MIN_US: i64 = -5_364_662_400_000_000; // 1800-01-01
-const MAX_US: i64 = 7_258_118_400_000_000; // 2200-01-01
+pub(crate) const MAX_US: i64 = 7_258_118_400_000_000; // 2200-01-01
 
 /// Parses a duration: a positive integer and a unit, `s`, `m`, `h`, `d` or `w` (`90s`, `15m`).
 /// In microseconds.
@@ -153,5 +153,105 @@ mod tests {
             assert!(limit("limit", Some(bad), 100, 10_000).is_err(), "{bad}");
         }
         assert!(range(Some(5), 5).is_err());
+    }
+}
+
+#[cfg(test)]
+mod proptests {
+    use super::*;
+    use chrono::{FixedOffset, SecondsFormat};
+    use proptest::prelude::*;
+
+    fn now() -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339("2026-11-25T12:00:00Z")
+            .unwrap()
+            .with_timezone(&Utc)
+    }
+
+    const UNITS: [(&str, i64); 5] = [
+        ("s", 1),
+        ("m", 60),
+        ("h", 3600),
+        ("d", 86_400),
+        ("w", 7 * 86_400),
+    ];
+
+    proptest! {
+        #[test]
+        fn a_time_in_rfc_3339_reads_back_to_the_microsecond(
+            us in MIN_US..=MAX_US,
+            offset_min in -(23 * 60 + 59)..=(23 * 60 + 59i32),
+            z in any::<bool>(),
+        ) {
+            let t = DateTime::from_timestamp_micros(us).unwrap();
+            let text = t
+                .with_timezone(&FixedOffset::east_opt(offset_min * 60).unwrap())
+                .to_rfc3339_opts(SecondsFormat::AutoSi, z);
+            prop_assert_eq!(time("start", &text, now()).ok(), Some(us), "{}", text);
+        }
+
+        #[test]
+        fn a_date_is_its_midnight_in_utc(
+            days in MIN_US / 86_400_000_000..=MAX_US / 86_400_000_000,
+        ) {
+            let day = NaiveDate::from_ymd_opt(1970, 1, 1).unwrap() + chrono::TimeDelta::days(days);
+            let text = day.format("%Y-%m-%d").to_string();
+            prop_assert_eq!(
+                time("end", &text, now()).ok(),
+                Some(days * 86_400_000_000),
+                "{}", text
+            );
+        }
+
+        #[test]
+        fn a_duration_is_its_number_of_units_or_a_bad_request(
+            n in prop_oneof![0..1_000i64, any::<i64>().prop_map(i64::abs)],
+            unit in 0..UNITS.len(),
+        ) {
+            let (u, secs) = UNITS[unit];
+            let text = format!("{n}{u}");
+            let expected = n
+                .checked_mul(secs * 1_000_000)
+                .filter(|us| (1..=MAX_US).contains(us));
+            prop_assert_eq!(duration("window", &text).ok(), expected, "{}", text);
+            // Relative to now: now less the duration, when that is still in range.
+            let back = expected
+                .map(|us| now().timestamp_micros() - us)
+                .filter(|us| *us >= MIN_US);
+            prop_assert_eq!(time("start", &format!("-{text}"), now()).ok(), back, "{}", text);
+            prop_assert_eq!(time("start", &format!("now-{text}"), now()).ok(), back, "{}", text);
+        }
+
+        #[test]
+        fn any_text_is_a_time_in_range_or_a_bad_request_that_names_the_parameter(
+            s in prop_oneof![
+                any::<String>(),
+                "(now)?-?[0-9]{0,22}[smhdwy]?",
+                "[0-9]{4}-[0-9]{2}-[0-9]{2}(T[0-9]{2}:[0-9]{2}:[0-9]{2}(\\.[0-9]{1,9})?(Z|[+-][0-9]{2}:[0-9]{2}))?",
+            ],
+        ) {
+            match time("start", &s, now()) {
+                Ok(us) => prop_assert!((MIN_US..=MAX_US).contains(&us), "{} gave {}", s, us),
+                Err(p) => {
+                    prop_assert_eq!(p.status, 400);
+                    prop_assert!(p.detail.contains("start="), "{}", p.detail);
+                }
+            }
+            if let Ok(us) = duration("window", &s) {
+                prop_assert!((1..=MAX_US).contains(&us), "{} gave {}", s, us);
+            }
+        }
+
+        #[test]
+        fn a_limit_is_the_number_given_or_a_bad_request(
+            s in prop_oneof![any::<String>(), "[+-]?[0-9]{0,25}"],
+            n in 1..=10_000usize,
+        ) {
+            prop_assert_eq!(limit("limit", Some(&n.to_string()), 100, 10_000).ok(), Some(n));
+            match limit("limit", Some(&s), 100, 10_000) {
+                Ok(got) => prop_assert_eq!(Some(got), s.parse::<usize>().ok()),
+                Err(p) => prop_assert_eq!(p.status, 400),
+            }
+        }
     }
 }

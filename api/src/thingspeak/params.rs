@@ -180,3 +180,85 @@ pub(super) fn field_index(
         ))),
     }
 }
+
+#[cfg(test)]
+mod proptests {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// A name the feeds request reads, or another.
+    fn name() -> impl Strategy<Value = String> {
+        prop_oneof![
+            prop::sample::select(vec![
+                "start",
+                "end",
+                "minutes",
+                "days",
+                "results",
+                "timezone",
+                "offset",
+                "round",
+                "min",
+                "max",
+                "status",
+                "location",
+                "timescale",
+                "sum",
+                "average",
+                "median",
+            ])
+            .prop_map(str::to_owned),
+            "[a-z_]{1,8}",
+        ]
+    }
+
+    /// A value such as clients send, or any text.
+    fn value() -> impl Strategy<Value = String> {
+        prop_oneof![
+            any::<String>(),
+            "[+-]?[0-9]{0,22}(\\.[0-9]{0,4})?(e[0-9]{1,3})?",
+            "(NaN|inf|-inf|true|TRUE|daily|America/New_York|Mars/Olympus)",
+            "[0-9]{4}-[0-9]{2}-[0-9]{2}( [0-9]{2}:[0-9]{2}:[0-9]{2})?",
+        ]
+    }
+
+    proptest! {
+        #[test]
+        fn any_query_is_a_usable_request_or_a_bad_request(
+            pairs in prop::collection::vec((name(), value()), 0..6),
+            raw in any::<String>(),
+        ) {
+            let encoded = serde_urlencoded::to_string(&pairs).unwrap();
+            for q in [encoded.as_str(), raw.as_str()] {
+                match feeds_request(&ReadQuery::parse(q)) {
+                    Ok(r) => {
+                        prop_assert!(r.results <= MAX_RESULTS);
+                        prop_assert!(r.range.start_us < r.range.end_us);
+                        prop_assert!(r.round.is_none_or(|d| d <= 16));
+                    }
+                    Err(e) => prop_assert!(
+                        matches!(&e, TsError::Error { code, .. } if code.status == 400),
+                        "{:?}", e
+                    ),
+                }
+            }
+        }
+
+        #[test]
+        fn a_query_reads_back_the_values_it_was_written_with(
+            pairs in prop::collection::vec((name(), value()), 0..6),
+        ) {
+            let q = ReadQuery::parse(&serde_urlencoded::to_string(&pairs).unwrap());
+            for (k, _) in &pairs {
+                let first = pairs.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
+                prop_assert_eq!(q.get(k), first.filter(|v| !v.is_empty()));
+            }
+        }
+
+        #[test]
+        fn results_is_the_number_asked_for_up_to_8000(n in any::<u32>()) {
+            let r = feeds_request(&ReadQuery::parse(&format!("results={n}"))).unwrap();
+            prop_assert_eq!(r.results, (n as usize).min(MAX_RESULTS));
+        }
+    }
+}

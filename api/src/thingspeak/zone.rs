@@ -16,12 +16,16 @@ pub(super) enum Zone {
 }
 
 impl Zone {
-    /// The offset from UTC at `t`.
+    /// The offset from UTC at `t`, in whole minutes: the local mean times of old dates have
+    /// seconds (Berlin's was +00:53:28), which neither `+00:53` nor `-0500` can write, and a
+    /// time shown with an offset other than the one it was computed at names another instant.
     fn offset_at(&self, t: DateTime<Utc>) -> FixedOffset {
-        match self {
+        let o = match self {
             Zone::Named(tz) => tz.offset_from_utc_datetime(&t.naive_utc()).fix(),
             Zone::Fixed(o) => *o,
-        }
+        };
+        let secs = o.local_minus_utc();
+        FixedOffset::east_opt(secs - secs % 60).unwrap_or(o)
     }
 
     /// The time that `naive` is in this zone (the earlier, where it is ambiguous).
@@ -104,10 +108,98 @@ mod tests {
         let ny = Zone::Named("America/New_York".parse().unwrap());
         assert_eq!(ny.iso(us), "2026-01-01T22:04:05-05:00");
         assert_eq!(ny.csv(us), "2026-01-01 22:04:05 -0500");
+        // Before 1893 Berlin kept local mean time, +00:53:28: shown at +00:53, consistently.
+        let berlin = Zone::Named("Europe/Berlin".parse().unwrap());
+        let lmt = -2_422_054_408_000_001; // 1893-03-31T23:06:31.999999Z
+        assert_eq!(berlin.iso(lmt), "1893-03-31T23:59:31+00:53");
+        assert_eq!(
+            berlin.parse("start", &berlin.iso(lmt)).ok(),
+            Some(-2_422_054_409_000_000)
+        );
         assert_eq!(
             ny.parse("start", "2026-01-01 22:04:05").unwrap(),
             1_767_323_045_000_000
         );
         assert!(utc.parse("start", "2026-01-01'; DROP").is_err());
+        // What the CSV answer writes reads back as `start`, offset and all.
+        assert_eq!(
+            utc.parse("start", &ny.csv(us)).unwrap(),
+            1_767_323_045_000_000
+        );
+        let one_minute_west = Zone::Fixed(FixedOffset::west_opt(60).unwrap());
+        assert_eq!(
+            one_minute_west
+                .parse("start", "1969-12-31 23:59:00 -0001")
+                .ok(),
+            Some(0)
+        );
+    }
+}
+
+#[cfg(test)]
+mod proptests {
+    use super::*;
+    use crate::read::params::{MAX_US, MIN_US};
+    use proptest::prelude::*;
+
+    /// UTC, a fixed offset, or an IANA zone with and without daylight saving time.
+    fn any_zone() -> impl Strategy<Value = Zone> {
+        prop_oneof![
+            (-14 * 60..=14 * 60i32)
+                .prop_map(|m| Zone::Fixed(FixedOffset::east_opt(m * 60).unwrap())),
+            prop::sample::select(vec![
+                "UTC",
+                "America/New_York",
+                "Europe/Berlin",
+                "Asia/Kolkata",
+                "Australia/Lord_Howe",
+                "Pacific/Chatham",
+            ])
+            .prop_map(|n| Zone::Named(n.parse().unwrap())),
+        ]
+    }
+
+    proptest! {
+        #[test]
+        fn a_time_as_the_read_api_writes_it_reads_back_as_start_to_the_second(
+            us in MIN_US..MAX_US,
+            zone in any_zone(),
+            csv in any::<bool>(),
+        ) {
+            let text = if csv { zone.csv(us) } else { zone.iso(us) };
+            let second = us.div_euclid(1_000_000) * 1_000_000;
+            prop_assert_eq!(zone.parse("start", &text).ok(), Some(second), "{}", text);
+        }
+
+        #[test]
+        fn a_local_time_in_a_fixed_offset_reads_back_as_that_time(
+            us in MIN_US..MAX_US,
+            minutes in -14 * 60..=14 * 60i32,
+            form in prop::sample::select(vec!["%Y-%m-%d %H:%M:%S", "%Y-%m-%dT%H:%M:%S"]),
+        ) {
+            let offset = FixedOffset::east_opt(minutes * 60).unwrap();
+            let t = DateTime::from_timestamp_micros(us).unwrap().with_timezone(&offset);
+            let text = t.format(form).to_string();
+            let second = us.div_euclid(1_000_000) * 1_000_000;
+            prop_assert_eq!(Zone::Fixed(offset).parse("end", &text).ok(), Some(second), "{}", text);
+        }
+
+        #[test]
+        fn any_start_is_a_time_in_range_or_a_bad_request(
+            zone in any_zone(),
+            s in prop_oneof![
+                any::<String>(),
+                "[+-]?[0-9]{1,6}-[0-9]{2}-[0-9]{2}([ T][0-9]{2}:[0-9]{2}(:[0-9]{2})?)?( ?[+-][0-9]{2,4}| UTC|Z)?",
+            ],
+        ) {
+            match zone.parse("start", &s) {
+                Ok(us) => prop_assert!((MIN_US..=MAX_US).contains(&us), "{} gave {}", s, us),
+                Err(e) => prop_assert!(
+                    matches!(&e, TsError::Error { code, details, .. }
+                        if code.status == 400 && details.contains("start=")),
+                    "{:?}", e
+                ),
+            }
+        }
     }
 }

@@ -147,3 +147,136 @@ mod tests {
         assert_eq!(typed("x", None), json!("x"));
     }
 }
+
+#[cfg(test)]
+mod proptests {
+    use super::*;
+    use proptest::prelude::*;
+    use thingtotal_common::stream::StreamRecord;
+
+    /// A channel whose eight fields have every type a form value can be converted to.
+    fn stream() -> StreamRecord {
+        serde_json::from_value(json!({
+            "id": 7, "name": "s", "version": 1,
+            "schema": {"type": "object", "properties": {
+                "i": {"type": "integer"}, "f": {"type": "number"}, "b": {"type": "boolean"},
+                "s": {"type": "string"}, "n": {"type": ["number", "null"]},
+                "ib": {"type": ["integer", "boolean"]},
+                "t": {"type": "string", "format": "date-time"}, "j": {},
+                "lat": {"type": "number"}, "status": {"type": "string"}, "at": {"type": "string"}}},
+            "fields": ["i", "f", "b", "s", "n", "ib", "t", "j"], "tags": [],
+            "timestamp_field": "at",
+            "created_at": "2026-01-01T00:00:00Z", "updated_at": "2026-01-01T00:00:00Z",
+            "write_key_sha256": "", "read_key_sha256": ""
+        }))
+        .unwrap()
+    }
+
+    /// A form value: a number, a boolean, a time, any text, perhaps with the line end a
+    /// form keeps.
+    fn form_value() -> impl Strategy<Value = String> {
+        let text = prop_oneof![
+            any::<i64>().prop_map(|n| n.to_string()),
+            any::<f64>().prop_map(|f| f.to_string()),
+            "-?[0-9]{0,17}(\\.[0-9]{0,3})?(e-?[0-9]{1,3})?",
+            "(true|false|TRUE|1|0|yes|NaN|inf|-inf| 7 )",
+            "[0-9]{4}-[0-9]{2}-[0-9]{2}[ T][0-9]{2}:[0-9]{2}:[0-9]{2}",
+            any::<String>(),
+        ];
+        (text, prop::sample::select(vec!["", "\r\n", "\n"])).prop_map(|(t, end)| t + end)
+    }
+
+    /// The JSON type of `v`, as a schema names it.
+    fn json_type(v: &Value) -> &'static str {
+        match v {
+            Value::Null => "null",
+            Value::Bool(_) => "boolean",
+            Value::Number(n) if n.is_i64() || n.is_u64() => "integer",
+            Value::Number(_) => "number",
+            Value::String(_) => "string",
+            Value::Array(_) => "array",
+            Value::Object(_) => "object",
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn a_value_printed_in_its_type_reads_back_as_itself(
+            n in any::<i64>(),
+            f in any::<f64>().prop_filter("finite", |f| f.is_finite()),
+            b in any::<bool>(),
+            s in any::<String>().prop_filter("no line end", |s| !s.ends_with(['\r', '\n'])),
+            end in prop::sample::select(vec!["", "\r\n", "\n"]),
+        ) {
+            let p = |t: &str| json!({"type": t});
+            prop_assert_eq!(typed(&format!("{n}{end}"), Some(&p("integer"))), json!(n));
+            prop_assert_eq!(typed(&format!("{f}{end}"), Some(&p("number"))), json!(f));
+            prop_assert_eq!(typed(&format!("{b}{end}"), Some(&p("boolean"))), json!(b));
+            prop_assert_eq!(typed(&format!("{s}{end}"), Some(&p("string"))), json!(s));
+        }
+
+        #[test]
+        fn any_text_becomes_a_type_the_schema_allows_or_stays_the_text(
+            text in form_value(),
+            types in prop::sample::subsequence(vec!["integer", "number", "boolean", "null"], 0..4)
+                .prop_shuffle(),
+        ) {
+            let property = json!({"type": types});
+            let got = typed(&text, Some(&property));
+            let sent = text.trim_end_matches(['\r', '\n']);
+            let allowed = |t: &str| types.contains(&t) || (t == "integer" && types.contains(&"number"));
+            prop_assert!(
+                got == json!(sent) || allowed(json_type(&got)),
+                "{:?} as {:?} gave {}", text, types, got
+            );
+            if got.is_null() {
+                prop_assert!(sent.is_empty());
+            }
+        }
+
+        #[test]
+        fn an_update_becomes_an_entry_with_each_value_under_its_property(
+            fields in prop::collection::vec(
+                prop::option::of((form_value(), any::<bool>())), 8..=8
+            ),
+            lat in prop::option::of(form_value()),
+            created_at in prop::option::of(prop_oneof![
+                (-30_000_000_000i64..30_000_000_000)
+                    .prop_map(|s| DateTime::from_timestamp(s, 0).unwrap().to_rfc3339()),
+                any::<String>(),
+            ]),
+        ) {
+            let stream = stream();
+            let mut p = WriteParams::new();
+            for (i, f) in fields.iter().enumerate() {
+                if let Some((v, short)) = f {
+                    let key = if *short { (i + 1).to_string() } else { field_key(i) };
+                    p.insert(key, v.clone());
+                }
+            }
+            if let Some(v) = &lat {
+                p.insert("latitude".into(), v.clone());
+            }
+            if let Some(v) = &created_at {
+                p.insert("created_at".into(), v.clone());
+            }
+            let entry: Value = serde_json::from_slice(&Update::from_params(&p).entry(&stream))
+                .expect("an entry is JSON");
+            let data = entry.as_object().expect("an entry is an object");
+            let properties = &stream.schema["properties"];
+            for (i, name) in stream.field_names().iter().enumerate() {
+                let expected = fields[i].as_ref().map(|(v, _)| typed(v, properties.get(name)));
+                prop_assert_eq!(data.get(name), expected.as_ref(), "{}", name);
+            }
+            let expected = lat.as_deref().map(|v| typed(v, properties.get("lat")));
+            prop_assert_eq!(data.get("lat"), expected.as_ref());
+            let at = created_at
+                .as_deref()
+                .and_then(parse_device_time)
+                .map(|t| json!(t.to_rfc3339_opts(SecondsFormat::Micros, true)));
+            prop_assert_eq!(data.get("at"), at.as_ref());
+            prop_assert_eq!(data.len(), fields.iter().flatten().count()
+                + usize::from(lat.is_some()) + usize::from(at.is_some()));
+        }
+    }
+}

@@ -88,4 +88,115 @@ mod tests {
         assert_eq!(p["field1"], "21.5");
         assert!(!p.contains_key("lat"));
     }
+
+    #[test]
+    fn json_numbers_keep_every_digit_the_device_sent() {
+        let p = params(
+            "",
+            None,
+            br#"{"field1":8.351501357612126e-57,"field2":0.30000000000000004}"#,
+        )
+        .unwrap();
+        assert_eq!(p["field1"], "8.351501357612126e-57");
+        assert_eq!(p["field2"], "0.30000000000000004");
+    }
+}
+
+#[cfg(test)]
+mod proptests {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// A parameter: one of ThingSpeak's names or any other, with any value.
+    fn pair() -> impl Strategy<Value = (String, String)> {
+        let name = prop_oneof![
+            prop::sample::select(vec![
+                "api_key",
+                "field1",
+                "field8",
+                "created_at",
+                "status",
+                "lat"
+            ])
+            .prop_map(str::to_owned),
+            any::<String>(),
+        ];
+        (name, any::<String>())
+    }
+
+    /// The parameters as a map: a later one of the same name wins, the body over the query.
+    fn merged(query: &[(String, String)], body: &[(String, String)]) -> WriteParams {
+        query.iter().chain(body).cloned().collect()
+    }
+
+    proptest! {
+        #[test]
+        fn a_form_reads_back_the_parameters_it_was_written_with(
+            query in prop::collection::vec(pair(), 0..5),
+            body in prop::collection::vec(pair(), 0..5),
+            content_type in prop::option::of(Just("application/x-www-form-urlencoded")),
+        ) {
+            let q = serde_urlencoded::to_string(&query).unwrap();
+            let b = serde_urlencoded::to_string(&body).unwrap();
+            prop_assert_eq!(params(&q, content_type, b.as_bytes()), Ok(merged(&query, &body)));
+        }
+
+        #[test]
+        fn a_json_body_gives_each_member_as_text_and_drops_nulls(
+            query in prop::collection::vec(pair(), 0..3),
+            members in prop::collection::vec(
+                (any::<String>(), prop_oneof![
+                    any::<String>().prop_map(Value::String),
+                    any::<i64>().prop_map(Value::from),
+                    any::<f64>().prop_filter_map("finite", serde_json::Number::from_f64)
+                        .prop_map(Value::Number),
+                    any::<bool>().prop_map(Value::Bool),
+                    Just(Value::Null),
+                    Just(serde_json::json!({"a": [1, "b"]})),
+                ]),
+                0..6,
+            ),
+            declared in any::<bool>(),
+        ) {
+            let object: Map<String, Value> = members.iter().cloned().collect();
+            let body = serde_json::to_vec(&object).unwrap();
+            let q = serde_urlencoded::to_string(&query).unwrap();
+            let text: Vec<(String, String)> = object
+                .iter()
+                .filter(|(_, v)| !v.is_null())
+                .map(|(k, v)| (k.clone(), v.as_str().map_or_else(|| v.to_string(), str::to_owned)))
+                .collect();
+            let mut expected = merged(&query, &text);
+            // A null member leaves what the query gave.
+            for (k, v) in &object {
+                if v.is_null() && !text.iter().any(|(t, _)| t == k) {
+                    match query.iter().rev().find(|(n, _)| n == k) {
+                        Some((_, qv)) => expected.insert(k.clone(), qv.clone()),
+                        None => expected.remove(k),
+                    };
+                }
+            }
+            let content_type = declared.then_some("application/json");
+            prop_assert_eq!(params(&q, content_type, &body), Ok(expected));
+        }
+
+        #[test]
+        fn any_request_gives_parameters_or_an_error(
+            query in any::<String>(),
+            content_type in prop::option::of("(application/json|text/plain|[a-z/+]{0,20})"),
+            body in prop_oneof![
+                any::<Vec<u8>>(),
+                "[{ ]?[a-z0-9=&%+\":,{}]{0,40}".prop_map(String::into_bytes),
+            ],
+        ) {
+            if let Ok(p) = params(&query, content_type.as_deref(), &body) {
+                // Whatever the body, the query's parameters are there unless the body set them.
+                let from_query: Vec<(String, String)> =
+                    serde_urlencoded::from_str(&query).unwrap();
+                for (k, _) in from_query {
+                    prop_assert!(p.contains_key(&k));
+                }
+            }
+        }
+    }
 }
