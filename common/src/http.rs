@@ -141,6 +141,93 @@ pub fn body_or_refusal(
         .then(move |length: Option<u64>, stream| collect(length, stream, limit))
 }
 
+/// A bound on the requests a part handles at once, so that a burst beyond what the log takes
+/// queues nowhere: a request over it is answered 503 with `Retry-After` as soon as it arrives,
+/// before its body is kept (the body is read and thrown away, as a refused body is, so that the
+/// client sees the answer).
+#[derive(Debug, Clone)]
+pub struct Admission {
+    part: &'static str,
+    permits: std::sync::Arc<tokio::sync::Semaphore>,
+    limit: usize,
+}
+
+/// A request's place among those in flight, given back when dropped.
+#[derive(Debug)]
+pub struct Admitted {
+    part: &'static str,
+    _place: tokio::sync::OwnedSemaphorePermit,
+}
+
+impl Drop for Admitted {
+    fn drop(&mut self) {
+        telemetry::request_left(self.part);
+    }
+}
+
+/// The rejection of a request over the in-flight limit.
+#[derive(Debug)]
+pub struct Overloaded {
+    /// The limit.
+    pub limit: usize,
+}
+
+impl warp::reject::Reject for Overloaded {}
+
+impl Admission {
+    /// At most `limit` requests at once to `part`.
+    pub fn new(part: &'static str, limit: usize) -> Self {
+        Self {
+            part,
+            permits: std::sync::Arc::new(tokio::sync::Semaphore::new(limit)),
+            limit,
+        }
+    }
+
+    /// [`body_or_refusal`] for an admitted request, with its place; [`Overloaded`] for one over
+    /// the limit.
+    pub fn body(
+        &self,
+        limit: u64,
+    ) -> impl Filter<Extract = (Result<(Admitted, Bytes), warp::Rejection>,), Error = warp::Rejection>
+           + Clone {
+        let admission = self.clone();
+        warp::header::optional::<u64>("content-length")
+            .and(warp::body::stream())
+            .then(move |length: Option<u64>, stream| admission.clone().admit(length, stream, limit))
+    }
+
+    async fn admit<S, B>(
+        self,
+        length: Option<u64>,
+        stream: S,
+        limit: u64,
+    ) -> Result<(Admitted, Bytes), warp::Rejection>
+    where
+        S: futures::Stream<Item = Result<B, warp::Error>>,
+        B: Buf,
+    {
+        match self.permits.try_acquire_owned() {
+            Ok(place) => {
+                telemetry::request_admitted(self.part);
+                let admitted = Admitted {
+                    part: self.part,
+                    _place: place,
+                };
+                Ok((admitted, collect(length, stream, limit).await?))
+            }
+            Err(_) => {
+                telemetry::request_refused(self.part);
+                let mut stream = std::pin::pin!(stream);
+                if length.is_none_or(|l| l <= DISCARD_BYTES) {
+                    discard(stream.as_mut(), 0).await;
+                }
+                Err(warp::reject::custom(Overloaded { limit: self.limit }))
+            }
+        }
+    }
+}
+
 /// The most of a refused body that is read and thrown away before the 413 is sent, and the
 /// longest that takes. A client still writing its body when the server answers and closes gets
 /// a broken pipe, not the answer, which is what clients that write first and read second (most

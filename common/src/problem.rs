@@ -200,6 +200,16 @@ pub async fn respond(r: Result<Response, Problem>) -> Response {
 pub async fn recover(r: warp::Rejection) -> Result<Response, Infallible> {
     let p = if r.is_not_found() {
         Problem::not_found("no such route")
+    } else if let Some(o) = r.find::<http::Overloaded>() {
+        Problem::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "busy",
+            format!(
+                "this server is answering its limit of {} requests at once \
+                 (--max-requests-in-flight); retry",
+                o.limit
+            ),
+        )
     } else if let Some(t) = r.find::<http::BodyTooLarge>() {
         Problem::new(
             StatusCode::PAYLOAD_TOO_LARGE,

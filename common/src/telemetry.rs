@@ -42,8 +42,36 @@ pub fn registry_asked_for_end() {
     metrics::counter!(REGISTRY_END_REQUESTS).increment(1);
 }
 
+const IN_FLIGHT: &str = "thingtotal_http_requests_in_flight";
+const REFUSED: &str = "thingtotal_http_requests_refused_total";
+
+/// A request to `part` took a place among those in flight.
+pub fn request_admitted(part: &'static str) {
+    metrics::gauge!(IN_FLIGHT, "part" => part).increment(1.0);
+}
+
+/// A request to `part` gave its place back.
+pub fn request_left(part: &'static str) {
+    metrics::gauge!(IN_FLIGHT, "part" => part).decrement(1.0);
+}
+
+/// A request to `part` found no place and was answered 503.
+pub fn request_refused(part: &'static str) {
+    metrics::counter!(REFUSED, "part" => part).increment(1);
+}
+
 /// Describes the metrics every part records.
 fn describe() {
+    metrics::describe_gauge!(
+        IN_FLIGHT,
+        metrics::Unit::Count,
+        "Requests being handled under the in-flight limit (--max-requests-in-flight), by part"
+    );
+    metrics::describe_counter!(
+        REFUSED,
+        metrics::Unit::Count,
+        "Requests answered 503 at once because the in-flight limit was reached, by part"
+    );
     metrics::describe_counter!(
         REGISTRY_END_REQUESTS,
         metrics::Unit::Count,

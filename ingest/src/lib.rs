@@ -64,6 +64,15 @@ pub struct LimitArgs {
     /// How long a request waits for the log's acknowledgement before it answers 503.
     #[arg(long, env = "THINGTOTAL_ACK_TIMEOUT_MS", default_value_t = 5000)]
     pub ack_timeout_ms: u64,
+    /// Most write requests handled at once; others are answered 503 with `Retry-After` as
+    /// they arrive, so that a burst beyond what the log takes queues nowhere.
+    #[arg(
+        long,
+        env = "THINGTOTAL_MAX_REQUESTS_IN_FLIGHT",
+        default_value_t = 256,
+        value_parser = clap::value_parser!(u64).range(1..=1_000_000)
+    )]
+    pub max_requests_in_flight: u64,
 }
 
 /// The limits as the handlers use them.
@@ -92,6 +101,7 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 pub struct Ingest {
     part: Part,
     limits: Limits,
+    admission: http::Admission,
 }
 
 impl Ingest {
@@ -107,6 +117,10 @@ impl Ingest {
                 ack_timeout: Duration::from_millis(limits.ack_timeout_ms),
                 lookup_timeout: Duration::from_secs(2),
             },
+            admission: http::Admission::new(
+                "ingest",
+                usize::try_from(limits.max_requests_in_flight).unwrap_or(usize::MAX),
+            ),
         }
     }
 }
@@ -147,6 +161,7 @@ async fn refusal(r: warp::Rejection) -> Response {
 /// The ingest routes (without `/health` and `/metrics`, which every part serves).
 pub fn routes(ingest: Ingest) -> BoxedFilter<(Response,)> {
     let max_body = ingest.limits.max_body_bytes;
+    let admitted = ingest.admission.body(max_body);
     let state = warp::any().map(move || ingest.clone());
     let entries = warp::path!("api" / "streams" / u64 / "entries")
         .and(warp::post())
@@ -154,16 +169,16 @@ pub fn routes(ingest: Ingest) -> BoxedFilter<(Response,)> {
         .and(http::credential())
         .and(warp::header::optional::<String>("content-type"))
         .and(warp::header::optional::<String>("content-encoding"))
-        .and(http::body_or_refusal(max_body))
+        .and(admitted.clone())
         .then(|id, i, c, t, e, b| async move {
             let answer = match b {
-                Ok(b) => respond(native::post_entries(i, id, c, t, e, b).await).await,
+                Ok((_place, b)) => respond(native::post_entries(i, id, c, t, e, b).await).await,
                 Err(refused) => refusal(refused).await,
             };
             counted("entries", answer).await
         });
     entries
-        .or(thingspeak::routes(state, max_body))
+        .or(thingspeak::routes(state, admitted))
         .unify()
         .boxed()
 }

@@ -617,3 +617,178 @@ async fn thingspeak_device_times_set_ts_on_a_stream_without_a_timestamp_field() 
     assert_eq!(ts[3], envelopes[3]["received_at"].as_str().unwrap());
     assert_eq!(envelopes[1]["data"], json!({"temperature": 1.0}));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn thingspeak_compressed_bodies_are_inflated_only_for_a_key_shown_outside_them() {
+    let p = pipeline("ts-gzip", &[("THINGTOTAL_MAX_BODY_BYTES", "65536")]).await;
+    let (id, key, _) = stream(
+        &p.api,
+        json!({"name": "gz", "fields": ["t"],
+               "schema": {"type": "object", "properties": {"t": {"type": "number"}}}}),
+    )
+    .await;
+    let c = Client::new();
+    // A gzip bomb that fits the body limit, its key inside.
+    let mut bomb = format!("{{\"write_api_key\":\"{key}\",\"updates\":[{{\"field1\":1,\"pad\":\"")
+        .into_bytes();
+    bomb.extend(std::iter::repeat_n(b' ', 40 * 1024 * 1024));
+    bomb.extend(b"\"}]}");
+    let bomb = gzip(&bomb);
+    assert!(bomb.len() < 65536, "{}", bomb.len());
+    let bulk = |header_key: Option<&str>, body: Vec<u8>| {
+        let mut r = c
+            .post(format!("{}/channels/{id}/bulk_update.json", p.ingest.base))
+            .header("content-type", "application/json")
+            .header("content-encoding", "gzip")
+            .body(body);
+        if let Some(k) = header_key {
+            r = r.header("THINGSPEAKAPIKEY", k);
+        }
+        async move {
+            let r = r.send().await.unwrap();
+            (r.status(), r.json::<Value>().await.unwrap())
+        }
+    };
+    // Without a key outside the body, or with a wrong one, it is refused uninflated: 401.
+    for header_key in [None, Some("wrong")] {
+        let (status, body) = bulk(header_key, bomb.clone()).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "{header_key:?}: {body}");
+        assert_eq!(body["error"]["error_code"], json!("error_auth_required"));
+    }
+    // With the channel's key in the header it is inflated, and found too large.
+    let (status, body) = bulk(Some(&key), bomb).await;
+    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE, "{body}");
+    let updates = br#"{"updates":[{"delta_t":2,"field1":1.5},{"delta_t":1,"field1":2.5}]}"#;
+    let (status, body) = bulk(Some(&key), gzip(updates)).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+
+    // /update: a compressed form whose key is only inside is refused as ThingSpeak refuses a
+    // missing key; with the key in the header it is stored.
+    let form = gzip(format!("api_key={key}&field1=3.5").as_bytes());
+    let update = |header_key: Option<&str>| {
+        let mut r = c
+            .post(format!("{}/update", p.ingest.base))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .header("content-encoding", "gzip")
+            .body(form.clone());
+        if let Some(k) = header_key {
+            r = r.header("X-THINGSPEAKAPIKEY", k);
+        }
+        async move {
+            let r = r.send().await.unwrap();
+            (r.status(), r.text().await.unwrap())
+        }
+    };
+    assert_eq!(update(None).await, (StatusCode::BAD_REQUEST, "0".into()));
+    let (status, seq) = update(Some(&key)).await;
+    assert_eq!(status, StatusCode::OK, "{seq}");
+    assert_eq!(seq, "3", "after the two bulk updates");
+    // Exactly the three accepted entries are in the log.
+    let raw = raw_entries(&p.prefix, 3).await;
+    assert_eq!(raw.len(), 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_over_the_in_flight_limit_get_503_with_retry_after_as_they_arrive() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let p = pipeline("in-flight", &[("THINGTOTAL_MAX_REQUESTS_IN_FLIGHT", "1")]).await;
+    let (id, key, _) = stream(
+        &p.api,
+        json!({"name": "busy", "fields": ["t"],
+               "schema": {"type": "object", "properties": {"t": {"type": "number"}}}}),
+    )
+    .await;
+    // One write in flight: its body is on its way, slowly.
+    let body = br#"{"t": 1.5}"#;
+    let mut slow = tokio::net::TcpStream::connect(p.ingest.addr).await.unwrap();
+    slow.write_all(
+        format!(
+            "POST /api/streams/{id}/entries HTTP/1.1\r\nhost: x\r\nx-api-key: {key}\r\n\
+             content-type: application/json\r\ncontent-length: {}\r\n\r\n",
+            body.len()
+        )
+        .as_bytes(),
+    )
+    .await
+    .unwrap();
+    slow.write_all(&body[..3]).await.unwrap();
+    slow.flush().await.unwrap();
+    let in_flight = || metric(&p.ingest.base, "thingtotal_http_requests_in_flight", &[]);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while in_flight().await < 1.0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the slow write never arrived"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Every other write is answered at once: 503, Retry-After, nothing stored.
+    let c = Client::new();
+    let r = c
+        .post(format!("{}/api/streams/{id}/entries", p.ingest.base))
+        .header("x-api-key", &key)
+        .json(&json!({"t": 2.5}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(r.headers()["retry-after"], "1");
+    let problem: Value = r.json().await.unwrap();
+    assert!(
+        problem["detail"]
+            .as_str()
+            .unwrap()
+            .contains("--max-requests-in-flight"),
+        "{problem}"
+    );
+    let r = c
+        .get(format!("{}/update?api_key={key}&field1=3", p.ingest.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(r.headers()["retry-after"], "1");
+    assert_eq!(r.text().await.unwrap(), "0");
+    let r = c
+        .post(format!("{}/channels/{id}/bulk_update.json", p.ingest.base))
+        .json(&json!({"write_api_key": key, "updates": [{"field1": 4}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(r.headers()["retry-after"], "1");
+    let e: Value = r.json().await.unwrap();
+    assert_eq!(e["error"]["error_code"], json!("error_service_unavailable"));
+    assert_eq!(
+        metric(
+            &p.ingest.base,
+            "thingtotal_http_requests_refused_total",
+            &[]
+        )
+        .await,
+        3.0
+    );
+    // The slow write finishes and is accepted; then there is room again.
+    slow.write_all(&body[3..]).await.unwrap();
+    let mut answer = vec![0; 1024];
+    let n = slow.read(&mut answer).await.unwrap();
+    let answer = String::from_utf8_lossy(&answer[..n]).into_owned();
+    assert!(answer.starts_with("HTTP/1.1 202"), "{answer}");
+    let r = c
+        .post(format!("{}/api/streams/{id}/entries", p.ingest.base))
+        .header("x-api-key", &key)
+        .json(&json!({"t": 5.5}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::ACCEPTED);
+    let raw = raw_entries(&p.prefix, 2).await;
+    let values: Vec<String> = raw
+        .iter()
+        .map(|c| String::from_utf8_lossy(c.value.as_deref().unwrap()).into_owned())
+        .collect();
+    assert_eq!(
+        values,
+        vec![r#"{"t": 1.5}"#.to_owned(), r#"{"t":5.5}"#.to_owned()]
+    );
+}

@@ -63,6 +63,17 @@ fn ts_refused(refused: Refused) -> Response {
     }
 }
 
+/// Whether the body comes with a `Content-Encoding` to undo.
+fn is_compressed(headers: &HeaderMap) -> bool {
+    headers
+        .get("content-encoding")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|e| {
+            let e = e.trim();
+            !e.is_empty() && !e.eq_ignore_ascii_case("identity")
+        })
+}
+
 /// The body with its `Content-Encoding` undone.
 async fn decoded(ingest: &Ingest, headers: &HeaderMap, body: Bytes) -> Result<Bytes, Problem> {
     let encoding = headers

@@ -1,13 +1,15 @@
 //! The ThingSpeak-compatible write routes.
 
 use bytes::Bytes;
-use thingtotal_common::http::BodyTooLarge;
+use thingtotal_common::http::{Admitted, BodyTooLarge, Overloaded};
+use thingtotal_common::problem;
 use thingtotal_common::thingspeak::ErrorCode;
 use warp::http::StatusCode;
 use warp::reply::Response;
 use warp::Filter;
 
 use super::bulk::bulk_update;
+use super::update::busy_zero;
 use super::update::update;
 use super::{text, ts_error};
 use crate::Ingest;
@@ -19,7 +21,11 @@ pub(crate) fn routes(
         + Send
         + Sync
         + 'static,
-    max_body: u64,
+    admitted: impl Filter<Extract = (Result<(Admitted, Bytes), warp::Rejection>,), Error = warp::Rejection>
+        + Clone
+        + Send
+        + Sync
+        + 'static,
 ) -> warp::filters::BoxedFilter<(Response,)> {
     let query = || warp::query::raw().or(warp::any().map(String::new)).unify();
     let format = warp::path("update")
@@ -34,15 +40,16 @@ pub(crate) fn routes(
         .and(state.clone())
         .and(warp::header::headers_cloned())
         .and(query())
-        .and(thingtotal_common::http::body_or_refusal(max_body))
+        .and(admitted.clone())
         .then(
-            |json_answer, i, h, q, b: Result<Bytes, warp::Rejection>| async move {
+            |json_answer, i, h, q, b: Result<(Admitted, Bytes), warp::Rejection>| async move {
                 let answer = match b {
-                    Ok(b) => update(i, json_answer, h, q, b).await,
+                    Ok((_place, b)) => update(i, json_answer, h, q, b).await,
                     // ThingSpeak's answer to any failed write.
                     Err(r) if r.find::<BodyTooLarge>().is_some() => {
                         text(StatusCode::PAYLOAD_TOO_LARGE, "0")
                     }
+                    Err(r) if r.find::<Overloaded>().is_some() => busy_zero(),
                     Err(refused) => crate::refusal(refused).await,
                 };
                 crate::counted("update", answer).await
@@ -52,19 +59,31 @@ pub(crate) fn routes(
         .and(warp::post())
         .and(state)
         .and(warp::header::headers_cloned())
-        .and(thingtotal_common::http::body_or_refusal(max_body))
-        .then(|id, i, h, b: Result<Bytes, warp::Rejection>| async move {
-            let answer = match b {
-                Ok(b) => bulk_update(i, id, h, b).await,
-                Err(r) => match r.find::<BodyTooLarge>() {
-                    Some(large) => ts_error(
-                        ErrorCode::REQUEST_TOO_LARGE,
-                        &format!("the body is larger than {} bytes", large.limit),
-                    ),
-                    None => crate::refusal(r).await,
-                },
-            };
-            crate::counted("bulk_update", answer).await
-        });
+        .and(admitted)
+        .then(
+            |id, i, h, b: Result<(Admitted, Bytes), warp::Rejection>| async move {
+                let answer = match b {
+                    Ok((_place, b)) => bulk_update(i, id, h, b).await,
+                    Err(r) => {
+                        if let Some(large) = r.find::<BodyTooLarge>() {
+                            ts_error(
+                                ErrorCode::REQUEST_TOO_LARGE,
+                                &format!("the body is larger than {} bytes", large.limit),
+                            )
+                        } else if let Some(o) = r.find::<Overloaded>() {
+                            let mut answer = ts_error(
+                                ErrorCode::SERVICE_UNAVAILABLE,
+                                &format!("{} writes are in flight, the limit; retry", o.limit),
+                            );
+                            problem::mark_unavailable(&mut answer, None);
+                            answer
+                        } else {
+                            crate::refusal(r).await
+                        }
+                    }
+                };
+                crate::counted("bulk_update", answer).await
+            },
+        );
     update.or(bulk).unify().boxed()
 }

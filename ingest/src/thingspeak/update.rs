@@ -1,16 +1,19 @@
 //! `GET|POST /update` and `/update.json`: one entry, answered as ThingSpeak does.
 
+use std::sync::Arc;
+
 use bytes::Bytes;
+use thingtotal_common::problem::{self, Incident};
+use thingtotal_common::stream::StreamRecord;
 use warp::http::{HeaderMap, StatusCode};
 use warp::reply::Response;
 use warp::Reply;
 
 use super::entry::Update;
 use super::params::{params, write_key};
-use super::{decoded, text};
+use super::{decoded, is_compressed, text};
 use crate::append::Refused;
 use crate::Ingest;
-use thingtotal_common::problem::Incident;
 
 /// `GET|POST /update` and `/update.json`.
 pub(super) async fn update(
@@ -21,20 +24,31 @@ pub(super) async fn update(
     body: Bytes,
 ) -> Response {
     let content_type = headers.get("content-type").and_then(|v| v.to_str().ok());
+    // A compressed body is inflated only for a caller whose key, in a header or the query,
+    // names a stream: a key inside it would cost the inflating to find.
+    let outer = if is_compressed(&headers) {
+        let Ok(outer) = params(&query, None, b"") else {
+            return text(StatusCode::BAD_REQUEST, "0");
+        };
+        match stream_of(&ingest, write_key(&headers, &outer)).await {
+            Ok(s) => Some(s),
+            Err(answer) => return answer,
+        }
+    } else {
+        None
+    };
     let Ok(body) = decoded(&ingest, &headers, body).await else {
         return text(StatusCode::BAD_REQUEST, "0");
     };
     let Ok(p) = params(&query, content_type, &body) else {
         return text(StatusCode::BAD_REQUEST, "0");
     };
-    // As ThingSpeak: a missing or unknown key is a 400 with the body 0.
-    let Some(key) = write_key(&headers, &p) else {
-        return text(StatusCode::BAD_REQUEST, "0");
-    };
-    let stream = match ingest.stream_for_key(&key).await {
-        Ok(s) => s,
-        Err(Refused::Unavailable(incident)) => return unavailable_zero(&incident),
-        Err(_) => return text(StatusCode::BAD_REQUEST, "0"),
+    let stream = match outer {
+        Some(s) => s,
+        None => match stream_of(&ingest, write_key(&headers, &p)).await {
+            Ok(s) => s,
+            Err(answer) => return answer,
+        },
     };
     let u = Update::from_params(&p);
     match ingest
@@ -62,9 +76,29 @@ pub(super) async fn update(
     }
 }
 
+/// The stream whose write key is `key`, or ThingSpeak's answer: as ThingSpeak, a missing or
+/// unknown key is a 400 with the body `0`.
+async fn stream_of(ingest: &Ingest, key: Option<String>) -> Result<Arc<StreamRecord>, Response> {
+    let Some(key) = key else {
+        return Err(text(StatusCode::BAD_REQUEST, "0"));
+    };
+    match ingest.stream_for_key(&key).await {
+        Ok(s) => Ok(s),
+        Err(Refused::Unavailable(incident)) => Err(unavailable_zero(&incident)),
+        Err(_) => Err(text(StatusCode::BAD_REQUEST, "0")),
+    }
+}
+
 /// ThingSpeak's `0` for a write that may be retried, with `Retry-After` and the request id.
 fn unavailable_zero(incident: &Incident) -> Response {
     let mut r = text(StatusCode::SERVICE_UNAVAILABLE, "0");
     incident.mark(&mut r);
+    r
+}
+
+/// ThingSpeak's `0` for a write over the in-flight limit, with `Retry-After`.
+pub(super) fn busy_zero() -> Response {
+    let mut r = text(StatusCode::SERVICE_UNAVAILABLE, "0");
+    problem::mark_unavailable(&mut r, None);
     r
 }
