@@ -21,6 +21,16 @@ async fn start_up_with(data_dir: &Path, args: &[&str]) -> Process {
 
 /// Starts `thingtotal up` on `data_dir` with extra arguments and environment variables.
 pub(crate) async fn start_up_env(data_dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Process {
+    start_up_logged(data_dir, args, env, None).await
+}
+
+/// [`start_up_env`], its standard output and error going to `log` if there is one.
+async fn start_up_logged(
+    data_dir: &Path,
+    args: &[&str],
+    env: &[(&str, &str)],
+    log: Option<&Path>,
+) -> Process {
     let port = free_port().unwrap();
     let mut cmd = Command::new(thingtotal_bin().unwrap());
     cmd.args(["up", "--data-dir"])
@@ -31,7 +41,7 @@ pub(crate) async fn start_up_env(data_dir: &Path, args: &[&str], env: &[(&str, &
         .env("PATH", std::env::var("PATH").unwrap_or_default())
         .env("RUST_LOG", "warn")
         .envs(env.iter().copied());
-    Process::spawn("up", cmd, port, None)
+    Process::spawn("up", cmd, port, log)
         .expect("start thingtotal up")
         .healthy()
         .await
@@ -636,4 +646,68 @@ async fn properties_named_like_the_stores_own_columns_read_back_under_their_own_
     assert_eq!(rows[0][3], json!("noon"), "{v}");
     assert_eq!(rows[0][4], json!(id.to_string()), "{v}");
     assert_eq!(rows[0][5], json!("device-9"), "{v}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn up_answers_entry_times_at_the_edges_without_a_panic() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("up.log");
+    let up = start_up_logged(&dir.path().join("data"), &[], &[], Some(&log)).await;
+    let token = token(&dir.path().join("data"));
+    let definition = json!({"name": "times", "fields": ["t"], "timestamp_field": "at",
+        "schema": {"type": "object", "properties": {
+            "t": {"type": "number"}, "at": {"type": "string", "format": "date-time"}}}});
+    let s = create_stream(&up.base, &token, &definition).await.unwrap();
+    let (id, key, read_key) = (s.id, s.write_key, s.read_key);
+    // delta_t of 1e13 seconds: no time is that far back; 400, and nothing stored.
+    let r = Client::new()
+        .post(format!("{}/channels/{id}/bulk_update.json", up.base))
+        .json(&json!({"write_api_key": key, "updates": [
+            {"delta_t": 0, "field1": 1}, {"delta_t": 1e13, "field1": 2}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    // Times far outside the window around now are dead-lettered as bad_timestamp; year 0 and
+    // 9999 open no archive directory. A time of now is stored.
+    post(
+        &up,
+        id,
+        &key,
+        json!([{"t": 1, "at": "0001-01-01T00:00:00Z"}, {"t": 2, "at": "9999-12-31T23:59:59Z"},
+               {"t": 3, "at": chrono::Utc::now().to_rfc3339()}]),
+    )
+    .await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let dead = loop {
+        let dead = rejected(&up, id, &read_key).await;
+        if dead.len() == 2 && !read_all(&up, id, &read_key).await.is_empty() {
+            break dead;
+        }
+        assert!(Instant::now() < deadline, "{dead:?}");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    };
+    for d in &dead {
+        assert_eq!(d["kind"], json!("bad_timestamp"), "{d}");
+    }
+    let entries = read_all(&up, id, &read_key).await;
+    assert_eq!(entries.len(), 1);
+    assert_eq!(entries[0]["data"]["t"], json!(3.0));
+    let dates: Vec<String> = walk(&dir.path().join("data"))
+        .iter()
+        .filter_map(|p| {
+            p.to_str()?
+                .split('/')
+                .find(|c| c.starts_with("date="))
+                .map(str::to_owned)
+        })
+        .collect();
+    assert!(
+        dates
+            .iter()
+            .all(|d| !d.starts_with("date=0001") && !d.starts_with("date=9999")),
+        "{dates:?}"
+    );
+    let logged = std::fs::read_to_string(&log).unwrap();
+    assert!(!logged.contains("panicked"), "{logged}");
 }
