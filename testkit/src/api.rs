@@ -48,3 +48,37 @@ pub async fn create_stream(
         read_key: key("read_key")?,
     })
 }
+
+/// Every entry of `GET /api/streams/{id}/entries?{query}` through the API at `base`, following
+/// `next_cursor` page by page, with the read `key` if there is one. A page that is not `200 OK`
+/// is an error.
+pub async fn read_entries(
+    base: &str,
+    id: u64,
+    query: &str,
+    key: Option<&str>,
+) -> anyhow::Result<Vec<Value>> {
+    let client = reqwest::Client::new();
+    let mut out = Vec::new();
+    let mut cursor = String::new();
+    loop {
+        let mut request = client.get(format!("{base}/api/streams/{id}/entries?{query}{cursor}"));
+        if let Some(key) = key {
+            request = request.header("x-api-key", key);
+        }
+        let r = request.send().await?;
+        let status = r.status();
+        let page: Value = r.json().await?;
+        if status != reqwest::StatusCode::OK {
+            bail!("reading entries ?{query}{cursor} answered {status}: {page}");
+        }
+        let entries = page["entries"]
+            .as_array()
+            .with_context(|| format!("a page without entries: {page}"))?;
+        out.extend(entries.iter().cloned());
+        match page["next_cursor"].as_str() {
+            Some(c) => cursor = format!("&cursor={c}"),
+            None => return Ok(out),
+        }
+    }
+}

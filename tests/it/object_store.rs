@@ -122,27 +122,11 @@ async fn an_s3_archive_holds_every_entry_once_across_a_kill_and_reads_back() {
     ids.sort();
     assert_eq!(v, json!([total, total, ids]));
     // Entries read back from the bucket page by page, in order, none missing.
-    let mut seqs = Vec::new();
-    let mut cursor = String::new();
-    loop {
-        let page: Value = Client::new()
-            .get(format!(
-                "{}/api/streams/{}/entries?source=archive&limit=7000{cursor}",
-                api.base, streams[1]
-            ))
-            .send()
-            .await
-            .unwrap()
-            .json()
+    let entries =
+        thingtotal_testkit::read_entries(&api.base, streams[1], "source=archive&limit=7000", None)
             .await
             .unwrap();
-        let entries = page["entries"].as_array().unwrap();
-        seqs.extend(entries.iter().map(|e| e["seq"].as_u64().unwrap()));
-        match page["next_cursor"].as_str() {
-            Some(c) => cursor = format!("&cursor={c}"),
-            None => break,
-        }
-    }
+    let mut seqs: Vec<u64> = entries.iter().map(|e| e["seq"].as_u64().unwrap()).collect();
     seqs.sort_unstable();
     assert_eq!(seqs, (1..=per_stream).collect::<Vec<_>>());
 }

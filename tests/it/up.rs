@@ -7,7 +7,9 @@ use std::time::{Duration, Instant};
 
 use reqwest::{Client, StatusCode};
 use serde_json::{json, Value};
-use thingtotal_testkit::{create_stream, free_port, parquet_files, thingtotal_bin, walk, Process};
+use thingtotal_testkit::{
+    create_stream, free_port, parquet_files, read_entries, thingtotal_bin, walk, Process,
+};
 
 /// Starts `thingtotal up` on `data_dir`, with no Kafka and no InfluxDB.
 async fn start_up(data_dir: &Path) -> Process {
@@ -95,26 +97,9 @@ pub(crate) async fn post(up: &Process, id: u64, key: &str, body: Value) -> Value
 
 /// Every entry of the stream through the API, page by page.
 async fn read_all(up: &Process, id: u64, read_key: &str) -> Vec<Value> {
-    let mut out = Vec::new();
-    let mut cursor = String::new();
-    loop {
-        let r = Client::new()
-            .get(format!(
-                "{}/api/streams/{id}/entries?limit=10000{cursor}",
-                up.base
-            ))
-            .header("x-api-key", read_key)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), StatusCode::OK);
-        let page: Value = r.json().await.unwrap();
-        out.extend(page["entries"].as_array().unwrap().iter().cloned());
-        match page["next_cursor"].as_str() {
-            Some(c) => cursor = format!("&cursor={c}"),
-            None => return out,
-        }
-    }
+    read_entries(&up.base, id, "limit=10000", Some(read_key))
+        .await
+        .unwrap()
 }
 
 /// The stream's rejected entries through the API.
