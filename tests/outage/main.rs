@@ -1,5 +1,8 @@
-//! Tests that stop and restart the real services. They run in a test binary of their own, and
-//! one at a time, so that no other test sees the outage.
+//! Tests that need the machine to themselves: they stop and restart the real services, or
+//! overload a part. They run in a test binary of their own, after the others, and one at a
+//! time, so that no other test sees the outage or competes with the load.
+
+mod overload;
 
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -21,8 +24,8 @@ fn services(verb: &str) {
     assert!(status.success(), "scripts/services {verb} failed");
 }
 
-/// Serialises the outage tests within this binary.
-static OUTAGE: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+/// Serialises the tests within this binary.
+pub(crate) static OUTAGE: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_write_while_kafka_is_down_gets_503_and_is_accepted_once_it_is_back() {
