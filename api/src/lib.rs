@@ -26,7 +26,7 @@ use warp::filters::BoxedFilter;
 use warp::reply::Response;
 use warp::{Filter, Reply};
 
-use thingtotal_common::problem::{self, respond};
+use thingtotal_common::problem::respond;
 
 /// The largest stream definition accepted.
 const MAX_DEFINITION_BYTES: u64 = 256 * 1024;
@@ -105,10 +105,7 @@ impl Api {
             admin_token: admin_token.map(Into::into),
             reads: read::Backends::default(),
             changes: Arc::default(),
-            document: Arc::new(
-                serde_json::to_value(<openapi::ApiDoc as utoipa::OpenApi>::openapi())
-                    .expect("the OpenAPI document serialises"),
-            ),
+            document: Arc::new(own_document()),
         }
     }
 
@@ -145,6 +142,12 @@ impl Api {
     }
 }
 
+/// The api's own OpenAPI document ([`openapi::ApiDoc`]), as JSON.
+fn own_document() -> serde_json::Value {
+    serde_json::to_value(<openapi::ApiDoc as utoipa::OpenApi>::openapi())
+        .expect("the OpenAPI document serialises")
+}
+
 /// Runs `thingtotal api` on Kafka until `shutdown` is cancelled, serving `document` as the
 /// OpenAPI document.
 pub async fn run(
@@ -179,11 +182,9 @@ pub async fn run_on(
     let api = Api::new(part.clone(), config.admin.admin_token.clone())
         .reading(&config.influx, Some(archive), &config.reads)
         .documented(document);
-    let routes = routes(api)
-        .or(http::ops_routes("api", part.log.clone()))
-        .unify()
-        .recover(problem::recover)
-        .unify();
+    // The methods of the api's own routes: `document` may describe others' too.
+    let methods = http::Methods::of_document(&own_document());
+    let routes = http::part_routes("api", part.log.clone(), Some(routes(api)), methods);
     let (_, server) = http::spawn_server("api", config.http_addr, routes, shutdown).await?;
     let _ = server.await;
     Ok(())

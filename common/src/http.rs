@@ -2,6 +2,7 @@
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use bytes::{Buf, Bytes, BytesMut};
 use futures::StreamExt;
@@ -9,11 +10,12 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use warp::filters::BoxedFilter;
 use warp::http::StatusCode;
+use warp::reply::Response;
 use warp::{Filter, Reply};
 
 use crate::log::Log;
-use crate::telemetry;
 use crate::Result;
+use crate::{problem, telemetry};
 
 /// `GET /health` (a metadata round-trip to the log) and `GET /metrics` (Prometheus text).
 pub fn ops_routes(part: &'static str, log: Log) -> BoxedFilter<(warp::reply::Response,)> {
@@ -51,6 +53,143 @@ pub fn ops_routes(part: &'static str, log: Log) -> BoxedFilter<(warp::reply::Res
             .into_response()
         });
     health.or(metrics).unify().boxed()
+}
+
+/// What a part's server answers: `routes` (a part that serves nothing else passes none),
+/// `/health` and `/metrics`. A method that a path of `methods` does not take is answered 405 with
+/// `Allow`, and every other refusal becomes a problem (RFC 9457).
+pub fn part_routes(
+    part: &'static str,
+    log: Log,
+    routes: Option<BoxedFilter<(Response,)>>,
+    methods: Methods,
+) -> impl Filter<Extract = (Response,), Error = Infallible> + Clone + Send + Sync + 'static {
+    let ops = ops_routes(part, log);
+    let served = match routes {
+        Some(routes) => routes.or(ops).unify().boxed(),
+        None => ops,
+    };
+    served
+        .or(wrong_method(methods.with_ops()))
+        .unify()
+        .recover(problem::recover)
+        .unify()
+}
+
+/// A request whose path does not take its method: answered 405 with `Allow`.
+#[derive(Debug)]
+pub struct WrongMethod {
+    /// The methods the path takes, as `Allow` lists them: `GET, POST`.
+    pub allow: String,
+}
+
+impl warp::reject::Reject for WrongMethod {}
+
+impl WrongMethod {
+    /// The rejection of a path that takes only `allow`.
+    pub fn only(allow: &str) -> warp::Rejection {
+        warp::reject::custom(WrongMethod {
+            allow: allow.to_owned(),
+        })
+    }
+}
+
+/// The methods each path takes, as an OpenAPI document's `paths` list them, for the `Allow`
+/// header of a 405. A `{name}` in a path stands for any text within one segment.
+#[derive(Debug, Clone, Default)]
+pub struct Methods(Arc<Vec<(Vec<String>, Vec<String>)>>);
+
+impl Methods {
+    /// The paths and methods of the OpenAPI document `doc`.
+    pub fn of_document(doc: &serde_json::Value) -> Self {
+        let paths = doc["paths"].as_object().into_iter().flatten();
+        Self(Arc::new(
+            paths
+                .map(|(path, item)| {
+                    let methods = item.as_object().into_iter().flatten().map(|(m, _)| m);
+                    (
+                        path.split('/').map(str::to_owned).collect(),
+                        methods
+                            .filter(|m| HTTP_METHODS.contains(&m.as_str()))
+                            .map(|m| m.to_uppercase())
+                            .collect(),
+                    )
+                })
+                .collect(),
+        ))
+    }
+
+    /// These paths and methods, and `GET /health` and `GET /metrics`, which every part serves.
+    fn with_ops(&self) -> Self {
+        let mut all = (*self.0).clone();
+        for ops in ["/health", "/metrics"] {
+            if !all.iter().any(|(p, _)| p.join("/") == ops) {
+                all.push((
+                    ops.split('/').map(str::to_owned).collect(),
+                    vec!["GET".into()],
+                ));
+            }
+        }
+        Self(Arc::new(all))
+    }
+
+    /// The methods `path` takes, as `Allow` lists them; `None` for a path none matches.
+    pub fn allow(&self, path: &str) -> Option<String> {
+        let segments: Vec<&str> = path.split('/').collect();
+        let mut allow: Vec<&str> = Vec::new();
+        for (template, methods) in self.0.iter() {
+            let matches = template.len() == segments.len()
+                && template
+                    .iter()
+                    .zip(&segments)
+                    .all(|(t, s)| segment_matches(t, s));
+            if matches {
+                for m in methods {
+                    if !allow.contains(&m.as_str()) {
+                        allow.push(m);
+                    }
+                }
+            }
+        }
+        (!allow.is_empty()).then(|| allow.join(", "))
+    }
+}
+
+/// The methods of an OpenAPI path item.
+const HTTP_METHODS: [&str; 8] = [
+    "get", "put", "post", "delete", "options", "head", "patch", "trace",
+];
+
+/// Whether the path segment `s` matches the template's `t`, in which `{name}` stands for any
+/// text that is not empty.
+fn segment_matches(t: &str, s: &str) -> bool {
+    match (t.find('{'), t.rfind('}')) {
+        (Some(open), Some(close)) if open < close => {
+            let (prefix, suffix) = (&t[..open], &t[close + 1..]);
+            s.len() > prefix.len() + suffix.len() && s.starts_with(prefix) && s.ends_with(suffix)
+        }
+        _ => t == s,
+    }
+}
+
+/// Rejects a request whose path `methods` knows but whose method that path does not take with
+/// [`WrongMethod`], and any other as not found, so that the other routes' refusals stand.
+fn wrong_method(
+    methods: Methods,
+) -> impl Filter<Extract = (Response,), Error = warp::Rejection> + Clone {
+    warp::method().and(warp::path::full()).and_then(
+        move |method: warp::http::Method, path: warp::path::FullPath| {
+            let allow = methods.allow(path.as_str());
+            async move {
+                match allow {
+                    Some(allow) if !allow.split(", ").any(|m| m == method.as_str()) => {
+                        Err(warp::reject::custom(WrongMethod { allow }))
+                    }
+                    _ => Err(warp::reject::not_found()),
+                }
+            }
+        },
+    )
 }
 
 /// Binds `addr` (port 0 picks a free port) and returns the bound address.
