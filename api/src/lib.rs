@@ -210,6 +210,8 @@ fn raw_query() -> impl Filter<Extract = (String,), Error = std::convert::Infalli
 /// The api's routes (without `/health` and `/metrics`, which every part serves).
 pub fn routes(api: Api) -> BoxedFilter<(Response,)> {
     use streams::{create, delete, get, list, rotate, update};
+    // The document says which sources this server reads from.
+    let document = Arc::new(api.reads.narrow((*api.document).clone()));
     let state = warp::any().map(move || api.clone());
     let body = || http::body_up_to(MAX_DEFINITION_BYTES);
     let streams = || warp::path("api").and(warp::path("streams"));
@@ -319,8 +321,7 @@ pub fn routes(api: Api) -> BoxedFilter<(Response,)> {
         });
     let openapi = warp::path!("api" / "openapi.json")
         .and(warp::get())
-        .and(state.clone())
-        .map(|a: Api| warp::reply::json(&*a.document).into_response());
+        .map(move || warp::reply::json(&*document).into_response());
 
     create
         .or(list)
