@@ -168,7 +168,7 @@ pub enum Rotate {
     Both,
 }
 
-/// The body of a key rotation; empty means both.
+/// The body of a key rotation; none (or `null`) means both.
 #[derive(Debug, Clone, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RotateRequest {
@@ -181,6 +181,13 @@ pub struct RotateRequest {
 fn parse_body<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, Problem> {
     let value: Value = serde_json::from_slice(body)
         .map_err(|e| Problem::bad_request(format!("the body is not valid JSON: {e}")))?;
+    // serde takes a struct from an array of its members in order too; the API takes objects.
+    if !value.is_object() {
+        return Err(Problem::invalid(vec![Violation {
+            pointer: String::new(),
+            detail: "the body must be a JSON object".into(),
+        }]));
+    }
     serde_path_to_error::deserialize(value).map_err(|e| {
         let path = e.path().to_string();
         let mut pointer = if path == "." {
@@ -521,7 +528,7 @@ pub(crate) async fn delete(api: Api, id: StreamId, c: Credential) -> Result<Resp
 /// old ones stop working. The version goes up by one.
 #[utoipa::path(post, path = "/api/streams/{id}/keys", tag = "streams",
     params(("id" = u64, Path, description = "Stream id")),
-    request_body(content = RotateRequest, description = "Empty means both"),
+    request_body(content = Option<RotateRequest>, description = "None, or `null`, means both"),
     responses(
         (status = 200, description = "The stream and its new keys", body = StreamWithKeys),
         (status = 400, description = "Not JSON", body = Problem, content_type = "application/problem+json"),
@@ -541,7 +548,8 @@ pub(crate) async fn rotate(
     auth::require_admin(api.admin_token(), &c)?;
     let _one_change = api.changing().await;
     let old = existing(&api, id).await?;
-    let req: RotateRequest = if body.iter().all(u8::is_ascii_whitespace) {
+    let empty = body.iter().all(u8::is_ascii_whitespace) || body.trim_ascii() == b"null";
+    let req: RotateRequest = if empty {
         RotateRequest::default()
     } else {
         parse_body(&body)?
