@@ -11,8 +11,9 @@ use thingtotal_testkit::{stream, Process, ADMIN_TOKEN as ADMIN};
 
 use crate::up::start_up_env;
 
-/// The fuzzer's seed and its examples per operation and phase: enough to reach every rule the
-/// document states, few enough for about two minutes on two cores.
+/// The fuzzer's seed, unless `THINGTOTAL_FUZZ_SEED` names another to explore with, and its
+/// examples per operation and phase: enough to reach every rule the document states, few
+/// enough for about a minute and a half on two cores.
 const SEED: &str = "1";
 const EXAMPLES: &str = "50";
 
@@ -68,7 +69,11 @@ async fn fuzz(python: &str, up: &Process, config: &Path, write_key: &str, args: 
         .args(["run", &format!("{}/api/openapi.json", up.base)])
         .args(["--checks", "all"])
         .args(["--phases", "examples,coverage,fuzzing,stateful"])
-        .args(["--seed", SEED, "--max-examples", EXAMPLES, "--workers", "1"])
+        .args([
+            "--seed",
+            &std::env::var("THINGTOTAL_FUZZ_SEED").unwrap_or(SEED.into()),
+        ])
+        .args(["--max-examples", EXAMPLES, "--workers", "1"])
         .args(["--generation-database", "none", "--no-color"])
         .args(["--header", &format!("Authorization: Bearer {ADMIN}")])
         .args(args)
