@@ -9,7 +9,7 @@ use clap::Args;
 use thingtotal_common::config::{AdminArgs, ArchiveArgs, InfluxArgs, LogPortArgs};
 use thingtotal_common::consumer::Drain;
 use thingtotal_common::part::Part;
-use thingtotal_common::{http, keys, problem};
+use thingtotal_common::{http, keys};
 use tokio_util::sync::CancellationToken;
 use tracing::info;
 use warp::Filter;
@@ -100,18 +100,18 @@ pub async fn run(mut config: Config, shutdown: CancellationToken) -> anyhow::Res
     // The registry outlives the parts: it stops last.
     let registry_stop = CancellationToken::new();
     let part = Part::start(&config.log, log, registry_stop.clone()).await?;
+    let document = crate::openapi::document();
+    let methods = http::Methods::of_document(&document);
     let routes =
         thingtotal_ingest::routes(thingtotal_ingest::Ingest::new(part.clone(), &config.limits))
             .or(thingtotal_api::routes(
                 thingtotal_api::Api::new(part.clone(), Some(token.clone()))
                     .reading(&config.influx, Some(archive), &config.reads)
-                    .documented(crate::openapi::document()),
+                    .documented(document),
             ))
             .unify()
-            .or(http::ops_routes("up", part.log.clone()))
-            .unify()
-            .recover(problem::recover)
-            .unify();
+            .boxed();
+    let routes = http::part_routes("up", part.log.clone(), Some(routes), methods);
     let (http_stop, validator_stop, sink_stop) = (
         CancellationToken::new(),
         CancellationToken::new(),

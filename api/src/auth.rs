@@ -26,22 +26,26 @@ fn is_admin(token: Option<&str>, c: &str) -> bool {
 
 /// Requires the admin token: 401 without a credential, 403 with another.
 pub(crate) fn require_admin(token: Option<&str>, c: &Credential) -> Result<(), Problem> {
-    match &c.0 {
-        None => Err(Problem::unauthorized(
+    match c {
+        Credential::Absent => Err(Problem::unauthorized(
             "this endpoint needs the admin token (Authorization: Bearer <token>)",
         )),
-        Some(k) if is_admin(token, k) => Ok(()),
-        Some(_) => Err(Problem::forbidden("the credential is not the admin token")),
+        Credential::Key(k) if is_admin(token, k) => Ok(()),
+        Credential::Key(_) => Err(Problem::forbidden("the credential is not the admin token")),
+        Credential::Conflicting(_) => Err(Problem::forbidden(c.conflict().unwrap_or_default())),
     }
 }
 
-/// Classifies the credential against the admin token and a stream's read key.
+/// Classifies the credential against the admin token and a stream's read key. Credentials
+/// that disagree are [`Access::Wrong`].
 pub(crate) fn access(token: Option<&str>, c: &Credential, stream: Option<&StreamRecord>) -> Access {
-    match &c.0 {
-        None => Access::Anonymous,
-        Some(k) if is_admin(token, k) => Access::Admin,
-        Some(k) if stream.is_some_and(|s| keys::matches(k, &s.read_key_sha256)) => Access::Reader,
-        Some(_) => Access::Wrong,
+    match c {
+        Credential::Absent => Access::Anonymous,
+        Credential::Key(k) if is_admin(token, k) => Access::Admin,
+        Credential::Key(k) if stream.is_some_and(|s| keys::matches(k, &s.read_key_sha256)) => {
+            Access::Reader
+        }
+        Credential::Key(_) | Credential::Conflicting(_) => Access::Wrong,
     }
 }
 
@@ -87,9 +91,9 @@ fn key_or_admin(
     match access(token, c, Some(stream)) {
         Access::Admin | Access::Reader => Ok(()),
         Access::Anonymous => Err(Problem::unauthorized(missing)),
-        Access::Wrong => Err(Problem::forbidden(
-            "the credential is neither this stream's read key nor the admin token",
-        )),
+        Access::Wrong => Err(Problem::forbidden(c.conflict().unwrap_or_else(|| {
+            "the credential is neither this stream's read key nor the admin token".into()
+        }))),
     }
 }
 

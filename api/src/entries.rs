@@ -5,6 +5,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use thingtotal_common::envelope::format_time;
 use thingtotal_common::http::Credential;
+use thingtotal_common::openapi::one_of;
 use thingtotal_common::problem::Problem;
 use thingtotal_common::stream::{StreamId, StreamRecord};
 use utoipa::{IntoParams, ToSchema};
@@ -24,25 +25,39 @@ use crate::{auth, Api};
 pub struct EntriesParams {
     /// Inclusive start: RFC 3339, a date, `now`, or relative such as `-1h`. Default: the first
     /// entry; for windows, the start of the newest `limit` windows, the last of which holds
-    /// `end`, so that the default range always answers.
+    /// `end`, so that the default range always answers. Before `end`.
+    #[param(value_type = Option<Time>, inline)]
     pub start: Option<String>,
     /// Exclusive end, in the same forms. Default: now.
+    #[param(value_type = Option<Time>, inline)]
     pub end: Option<String>,
-    /// Entries (or windows) per page, 1 to 10000. Default 100.
+    /// Entries (or windows) per page, 1 to 10000. Default 100. With `window`, the range may
+    /// hold no more windows than this.
+    #[param(value_type = Option<u32>, minimum = 1, maximum = 10000)]
     pub limit: Option<String>,
-    /// `asc` (default) or `desc`, by the entry's time.
+    /// `asc` (default) or `desc`, by the entry's time. Not with `window`.
+    #[param(value_type = Option<Order>, inline)]
     pub order: Option<String>,
-    /// The `next_cursor` of the previous page.
+    /// The `next_cursor` of the previous page. Not with `window`.
+    #[param(pattern = r"^-?[0-9]+$")]
     pub cursor: Option<String>,
     /// `json` or `csv`; default from `Accept`, else JSON.
+    #[param(value_type = Option<Format>, inline)]
     pub format: Option<String>,
-    /// Aggregation window: `1m`, `15m`, `1h`, `1d`… Needs `agg`.
+    /// Aggregation window: a positive number and `s`, `m`, `h`, `d` or `w` (`1m`, `15m`, `1h`,
+    /// `1d`), at most 230 years. Needs `agg`.
+    #[param(pattern = r"^[0-9]+[smhdw]$")]
     pub window: Option<String>,
     /// `mean`, `median`, `sum`, `min`, `max`, `count`, `first` or `last`. Needs `window`.
+    #[param(value_type = Option<AggName>, inline)]
     pub agg: Option<String>,
-    /// Comma-separated fields (`a.b` for nested ones) to aggregate. Default: every numeric field.
+    /// Comma-separated fields (`a.b` for nested ones) of the stream's schema to aggregate
+    /// (numeric ones, but for `count`, `first` and `last`). Default: every numeric field. Needs
+    /// `window`.
     pub fields: Option<String>,
-    /// `influx` or `archive`. Default: InfluxDB when it is configured.
+    /// `influx` or `archive`: one this server reads from (400 otherwise). Default: InfluxDB
+    /// when it is configured.
+    #[param(value_type = Option<Source>, inline)]
     pub source: Option<String>,
     /// The read key, as ThingSpeak clients send it.
     pub api_key: Option<String>,
@@ -96,18 +111,47 @@ pub struct WindowsPage {
     pub windows: Vec<Window>,
 }
 
+/// Parameters of `GET /api/streams/{id}/entries/latest`.
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct LatestParams {
+    /// `influx` or `archive`: one this server reads from (400 otherwise).
+    #[param(value_type = Option<Source>, inline)]
+    pub source: Option<String>,
+    /// The read key, as ThingSpeak clients send it.
+    pub api_key: Option<String>,
+}
+
 /// Parameters of `GET /api/streams/{id}/rejected`.
 #[derive(Debug, Default, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
 pub struct RejectedParams {
     /// From when: RFC 3339, a date, or relative such as `-1h`. Default: `-24h`.
+    #[param(value_type = Option<Time>, inline)]
     pub start: Option<String>,
     /// At most this many, 1 to 1000. Default 100.
+    #[param(value_type = Option<u32>, minimum = 1, maximum = 1000)]
     pub limit: Option<String>,
     /// The read key.
     pub api_key: Option<String>,
 }
+
+thingtotal_common::schema_type!(
+    /// A time as the native API reads it.
+    Time = thingtotal_common::openapi::time()
+);
+thingtotal_common::schema_type!(Order = one_of(["asc", "desc"]));
+thingtotal_common::schema_type!(Format = one_of(["json", "csv"]));
+thingtotal_common::schema_type!(AggName = one_of(Agg::ALL.map(Agg::name)));
+thingtotal_common::schema_type!(Source = one_of(["influx", "archive"]));
+thingtotal_common::schema_type!(
+    /// A page of entries, or windows.
+    EntriesOrWindows = utoipa::openapi::schema::OneOfBuilder::new()
+        .item(utoipa::openapi::Ref::from_schema_name("EntriesPage"))
+        .item(utoipa::openapi::Ref::from_schema_name("WindowsPage"))
+);
 
 /// The stream, if it exists and the caller may read it.
 pub(crate) async fn readable(
@@ -161,7 +205,8 @@ fn iso(us: i64) -> String {
         (status = 200, description = "A page of entries (or, with `window` and `agg`, the windows). \
             CSV has a header row: entry_id, seq, ts and one column per field (start, end and the \
             fields for windows); text that starts with =, +, -, @, a tab or a carriage return \
-            (and is not a number) gets a leading ', so that spreadsheets do not run it.", body = EntriesPage,
+            (and is not a number) gets a leading ', so that spreadsheets do not run it.",
+            content((EntriesOrWindows = "application/json"), (String = "text/csv")),
             headers(("X-ThingTotal-Backend" = String, description = "influx or archive"))),
         (status = 400, description = "Bad parameter, more windows than `limit`, or more archive rows than `--archive-read-max-rows` to scan", body = Problem, content_type = "application/problem+json"),
         (status = 401, description = "Private stream, no credentials", body = Problem, content_type = "application/problem+json"),
@@ -423,13 +468,15 @@ fn windows_reply(
 
 /// The stream's latest entry.
 #[utoipa::path(get, path = "/api/streams/{id}/entries/latest", tag = "entries",
-    params(("id" = u64, Path, description = "Stream id"),
-           ("source" = Option<String>, Query, description = "`influx` or `archive`")),
+    params(("id" = u64, Path, description = "Stream id"), LatestParams),
     responses(
-        (status = 200, description = "The entry with the latest time", body = Entry),
+        (status = 200, description = "The entry with the latest time", body = Entry,
+            headers(("X-ThingTotal-Backend" = String, description = "influx or archive"))),
+        (status = 400, description = "Bad parameter", body = Problem, content_type = "application/problem+json"),
         (status = 401, description = "Private stream, no credentials", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "Wrong credentials", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such stream, or no entries yet", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "The backend did not answer", body = Problem, content_type = "application/problem+json"),
     ),
     security((), ("api_key" = []), ("admin" = [])))]
 pub(crate) async fn latest(
@@ -438,14 +485,7 @@ pub(crate) async fn latest(
     c: Credential,
     query: &str,
 ) -> Result<Response, Problem> {
-    #[derive(Deserialize)]
-    #[serde(deny_unknown_fields)]
-    struct P {
-        source: Option<String>,
-        #[allow(dead_code)]
-        api_key: Option<String>,
-    }
-    let p: P = parse(query)?;
+    let p: LatestParams = parse(query)?;
     let stream = readable(&api, id, &c).await?;
     let shape = Shape::of(&stream);
     let source = api.reads.pick(source(p.source.as_deref())?)?;

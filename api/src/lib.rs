@@ -26,7 +26,7 @@ use warp::filters::BoxedFilter;
 use warp::reply::Response;
 use warp::{Filter, Reply};
 
-use thingtotal_common::problem::{self, respond};
+use thingtotal_common::problem::respond;
 
 /// The largest stream definition accepted.
 const MAX_DEFINITION_BYTES: u64 = 256 * 1024;
@@ -123,10 +123,7 @@ impl Api {
             reads: read::Backends::default(),
             dead_letters,
             changes: Arc::default(),
-            document: Arc::new(
-                serde_json::to_value(<openapi::ApiDoc as utoipa::OpenApi>::openapi())
-                    .expect("the OpenAPI document serialises"),
-            ),
+            document: Arc::new(own_document()),
         }
     }
 
@@ -168,6 +165,12 @@ impl Api {
     }
 }
 
+/// The api's own OpenAPI document ([`openapi::ApiDoc`]), as JSON.
+fn own_document() -> serde_json::Value {
+    serde_json::to_value(<openapi::ApiDoc as utoipa::OpenApi>::openapi())
+        .expect("the OpenAPI document serialises")
+}
+
 /// Runs `thingtotal api` on Kafka until `shutdown` is cancelled, serving `document` as the
 /// OpenAPI document.
 pub async fn run(
@@ -202,11 +205,9 @@ pub async fn run_on(
     let api = Api::new(part.clone(), config.admin.admin_token.clone())
         .reading(&config.influx, Some(archive), &config.reads)
         .documented(document);
-    let routes = routes(api)
-        .or(http::ops_routes("api", part.log.clone()))
-        .unify()
-        .recover(problem::recover)
-        .unify();
+    // The methods of the api's own routes: `document` may describe others' too.
+    let methods = http::Methods::of_document(&own_document());
+    let routes = http::part_routes("api", part.log.clone(), Some(routes(api)), methods);
     let (_, server) = http::spawn_server("api", config.http_addr, routes, shutdown).await?;
     let _ = server.await;
     Ok(())
@@ -232,6 +233,8 @@ fn raw_query() -> impl Filter<Extract = (String,), Error = std::convert::Infalli
 /// The api's routes (without `/health` and `/metrics`, which every part serves).
 pub fn routes(api: Api) -> BoxedFilter<(Response,)> {
     use streams::{create, delete, get, list, rotate, update};
+    // The document says which sources this server reads from.
+    let document = Arc::new(api.reads.narrow((*api.document).clone()));
     let state = warp::any().map(move || api.clone());
     let body = || http::body_up_to(MAX_DEFINITION_BYTES);
     let streams = || warp::path("api").and(warp::path("streams"));
@@ -341,8 +344,7 @@ pub fn routes(api: Api) -> BoxedFilter<(Response,)> {
         });
     let openapi = warp::path!("api" / "openapi.json")
         .and(warp::get())
-        .and(state.clone())
-        .map(|a: Api| warp::reply::json(&*a.document).into_response());
+        .map(move || warp::reply::json(&*document).into_response());
 
     create
         .or(list)

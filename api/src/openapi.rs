@@ -3,8 +3,9 @@
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use crate::thingspeak::doc as ts;
+use crate::thingspeak::doc::{self as ts, Reads};
 use crate::{entries, streams};
+use thingtotal_common::openapi::RoutingResponses;
 use thingtotal_common::problem::{Problem, Violation};
 
 /// The document served at `GET /api/openapi.json`.
@@ -54,8 +55,11 @@ use thingtotal_common::problem::{Problem, Violation};
         entries::WindowsPage,
         entries::Rejected,
         entries::RejectedPage,
+        thingtotal_common::thingspeak::ThingSpeakFeed,
+        thingtotal_common::thingspeak::ThingSpeakDataAge,
+        thingtotal_common::thingspeak::ThingSpeakError,
     )),
-    modifiers(&Security),
+    modifiers(&Security, &Reads, &RoutingResponses),
     tags((name = "streams", description = "Define, change and secure streams"),
          (name = "entries", description = "Read entries back: ranges, windows, the rejected ones"),
          (name = "operations", description = "Health, metrics and this document"))

@@ -13,6 +13,7 @@ use thingtotal_common::keys;
 use thingtotal_common::log::Record;
 use thingtotal_common::stream::{StreamId, StreamRecord};
 use thingtotal_common::thingspeak::MAX_FIELDS;
+use utoipa::openapi::schema::{ObjectBuilder, Type};
 use utoipa::{IntoParams, ToSchema};
 use warp::http::StatusCode;
 use warp::reply::Response;
@@ -32,17 +33,19 @@ const APPLY_TIMEOUT: Duration = Duration::from_secs(10);
 #[serde(deny_unknown_fields)]
 pub struct StreamDefinition {
     /// 1 to 100 characters.
+    #[schema(min_length = 1, max_length = 100)]
     pub name: String,
     /// Free text.
     #[serde(default)]
     pub description: String,
     /// JSON Schema (draft 2020-12 unless `$schema` says otherwise) of one entry; must describe an
     /// object.
-    #[schema(value_type = Object)]
+    #[schema(value_type = EntrySchema, inline)]
     pub schema: Value,
     /// Up to 8 property names that ThingSpeak's field1..field8 map onto; default: the schema's
     /// properties in order.
     #[serde(default)]
+    #[schema(max_items = 8)]
     pub fields: Option<Vec<String>>,
     /// String, integer or boolean properties stored as InfluxDB tags.
     #[serde(default)]
@@ -50,13 +53,22 @@ pub struct StreamDefinition {
     /// A property holding the reading's own time (RFC 3339 or epoch milliseconds).
     #[serde(default)]
     pub timestamp_field: Option<String>,
-    /// InfluxDB measurement; default: the stream id.
+    /// InfluxDB measurement, 1 to 200 bytes; default: the stream id.
     #[serde(default)]
+    #[schema(min_length = 1, max_length = 200)]
     pub measurement: Option<String>,
     /// Readable without a key.
     #[serde(default)]
     pub public: bool,
 }
+
+thingtotal_common::schema_type!(
+    /// A JSON Schema that describes an object.
+    EntrySchema = ObjectBuilder::new()
+        .schema_type(Type::Object)
+        .property("type", thingtotal_common::openapi::one_of(["object"]))
+        .required("type")
+);
 
 /// A stream as the API shows it. Keys are never shown here.
 #[derive(Debug, Clone, Serialize, ToSchema)]
@@ -136,8 +148,10 @@ pub struct StreamPage {
 #[into_params(parameter_in = Query)]
 pub struct ListParams {
     /// At most this many (1 to 1000, default 100).
+    #[param(minimum = 1, maximum = 1000)]
     pub limit: Option<usize>,
     /// Only streams with a larger id (the previous page's `next_after`).
+    #[param(value_type = Option<u64>, maximum = 18446744073709551615u64)]
     pub after: Option<StreamId>,
 }
 
@@ -154,7 +168,7 @@ pub enum Rotate {
     Both,
 }
 
-/// The body of a key rotation; empty means both.
+/// The body of a key rotation; none (or `null`) means both.
 #[derive(Debug, Clone, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RotateRequest {
@@ -167,6 +181,13 @@ pub struct RotateRequest {
 fn parse_body<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, Problem> {
     let value: Value = serde_json::from_slice(body)
         .map_err(|e| Problem::bad_request(format!("the body is not valid JSON: {e}")))?;
+    // serde takes a struct from an array of its members in order too; the API takes objects.
+    if !value.is_object() {
+        return Err(Problem::invalid(vec![Violation {
+            pointer: String::new(),
+            detail: "the body must be a JSON object".into(),
+        }]));
+    }
     serde_path_to_error::deserialize(value).map_err(|e| {
         let path = e.path().to_string();
         let mut pointer = if path == "." {
@@ -324,6 +345,7 @@ pub(crate) async fn existing(api: &Api, id: StreamId) -> Result<Arc<StreamRecord
         (status = 403, description = "Not the admin token", body = Problem, content_type = "application/problem+json"),
         (status = 413, description = "Body too large", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "Invalid definition", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "The log did not answer; retry after Retry-After", body = Problem, content_type = "application/problem+json"),
     ),
     security(("admin" = [])))]
 pub(crate) async fn create(
@@ -385,13 +407,10 @@ pub(crate) async fn create(
 pub(crate) async fn list(api: Api, c: Credential, query: &str) -> Result<Response, Problem> {
     let p: ListParams = serde_urlencoded::from_str(query)
         .map_err(|e| Problem::bad_request(format!("bad query parameter: {e}")))?;
-    let admin = match &c.0 {
-        None => false,
-        Some(_) => {
-            auth::require_admin(api.admin_token(), &c)?;
-            true
-        }
-    };
+    let admin = c.is_present();
+    if admin {
+        auth::require_admin(api.admin_token(), &c)?;
+    }
     let limit = p.limit.unwrap_or(100);
     if !(1..=1000).contains(&limit) {
         return Err(Problem::bad_request("limit must be 1 to 1000"));
@@ -429,6 +448,7 @@ pub(crate) async fn list(api: Api, c: Credential, query: &str) -> Result<Respons
         (status = 401, description = "Private stream, no credentials", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "Wrong credentials", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such stream", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "The log did not answer; retry after Retry-After", body = Problem, content_type = "application/problem+json"),
     ))]
 pub(crate) async fn get(api: Api, id: StreamId, c: Credential) -> Result<Response, Problem> {
     let s = existing(&api, id).await?;
@@ -448,6 +468,7 @@ pub(crate) async fn get(api: Api, id: StreamId, c: Credential) -> Result<Respons
         (status = 404, description = "No such stream", body = Problem, content_type = "application/problem+json"),
         (status = 413, description = "Body too large", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "Invalid definition", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "The log did not answer; retry after Retry-After", body = Problem, content_type = "application/problem+json"),
     ),
     security(("admin" = [])))]
 pub(crate) async fn update(
@@ -488,6 +509,7 @@ pub(crate) async fn update(
         (status = 401, description = "No credentials", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "Not the admin token", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such stream", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "The log did not answer; retry after Retry-After", body = Problem, content_type = "application/problem+json"),
     ),
     security(("admin" = [])))]
 pub(crate) async fn delete(api: Api, id: StreamId, c: Credential) -> Result<Response, Problem> {
@@ -503,7 +525,7 @@ pub(crate) async fn delete(api: Api, id: StreamId, c: Credential) -> Result<Resp
 /// old ones stop working. The version goes up by one.
 #[utoipa::path(post, path = "/api/streams/{id}/keys", tag = "streams",
     params(("id" = u64, Path, description = "Stream id")),
-    request_body(content = RotateRequest, description = "Empty means both"),
+    request_body(content = Option<RotateRequest>, description = "None, or `null`, means both"),
     responses(
         (status = 200, description = "The stream and its new keys", body = StreamWithKeys),
         (status = 400, description = "Not JSON", body = Problem, content_type = "application/problem+json"),
@@ -511,6 +533,7 @@ pub(crate) async fn delete(api: Api, id: StreamId, c: Credential) -> Result<Resp
         (status = 403, description = "Not the admin token", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such stream", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "Invalid request", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "The log did not answer; retry after Retry-After", body = Problem, content_type = "application/problem+json"),
     ),
     security(("admin" = [])))]
 pub(crate) async fn rotate(
@@ -522,7 +545,8 @@ pub(crate) async fn rotate(
     auth::require_admin(api.admin_token(), &c)?;
     let _one_change = api.changing().await;
     let old = existing(&api, id).await?;
-    let req: RotateRequest = if body.iter().all(u8::is_ascii_whitespace) {
+    let empty = body.iter().all(u8::is_ascii_whitespace) || body.trim_ascii() == b"null";
+    let req: RotateRequest = if empty {
         RotateRequest::default()
     } else {
         parse_body(&body)?

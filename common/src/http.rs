@@ -2,6 +2,7 @@
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use bytes::{Buf, Bytes, BytesMut};
 use futures::StreamExt;
@@ -9,11 +10,12 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use warp::filters::BoxedFilter;
 use warp::http::StatusCode;
+use warp::reply::Response;
 use warp::{Filter, Reply};
 
 use crate::log::Log;
-use crate::telemetry;
 use crate::Result;
+use crate::{problem, telemetry};
 
 /// `GET /health` (a metadata round-trip to the log) and `GET /metrics` (Prometheus text).
 pub fn ops_routes(part: &'static str, log: Log) -> BoxedFilter<(warp::reply::Response,)> {
@@ -51,6 +53,143 @@ pub fn ops_routes(part: &'static str, log: Log) -> BoxedFilter<(warp::reply::Res
             .into_response()
         });
     health.or(metrics).unify().boxed()
+}
+
+/// What a part's server answers: `routes` (a part that serves nothing else passes none),
+/// `/health` and `/metrics`. A method that a path of `methods` does not take is answered 405 with
+/// `Allow`, and every other refusal becomes a problem (RFC 9457).
+pub fn part_routes(
+    part: &'static str,
+    log: Log,
+    routes: Option<BoxedFilter<(Response,)>>,
+    methods: Methods,
+) -> impl Filter<Extract = (Response,), Error = Infallible> + Clone + Send + Sync + 'static {
+    let ops = ops_routes(part, log);
+    let served = match routes {
+        Some(routes) => routes.or(ops).unify().boxed(),
+        None => ops,
+    };
+    served
+        .or(wrong_method(methods.with_ops()))
+        .unify()
+        .recover(problem::recover)
+        .unify()
+}
+
+/// A request whose path does not take its method: answered 405 with `Allow`.
+#[derive(Debug)]
+pub struct WrongMethod {
+    /// The methods the path takes, as `Allow` lists them: `GET, POST`.
+    pub allow: String,
+}
+
+impl warp::reject::Reject for WrongMethod {}
+
+impl WrongMethod {
+    /// The rejection of a path that takes only `allow`.
+    pub fn only(allow: &str) -> warp::Rejection {
+        warp::reject::custom(WrongMethod {
+            allow: allow.to_owned(),
+        })
+    }
+}
+
+/// The methods each path takes, as an OpenAPI document's `paths` list them, for the `Allow`
+/// header of a 405. A `{name}` in a path stands for any text within one segment.
+#[derive(Debug, Clone, Default)]
+pub struct Methods(Arc<Vec<(Vec<String>, Vec<String>)>>);
+
+impl Methods {
+    /// The paths and methods of the OpenAPI document `doc`.
+    pub fn of_document(doc: &serde_json::Value) -> Self {
+        let paths = doc["paths"].as_object().into_iter().flatten();
+        Self(Arc::new(
+            paths
+                .map(|(path, item)| {
+                    let methods = item.as_object().into_iter().flatten().map(|(m, _)| m);
+                    (
+                        path.split('/').map(str::to_owned).collect(),
+                        methods
+                            .filter(|m| HTTP_METHODS.contains(&m.as_str()))
+                            .map(|m| m.to_uppercase())
+                            .collect(),
+                    )
+                })
+                .collect(),
+        ))
+    }
+
+    /// These paths and methods, and `GET /health` and `GET /metrics`, which every part serves.
+    fn with_ops(&self) -> Self {
+        let mut all = (*self.0).clone();
+        for ops in ["/health", "/metrics"] {
+            if !all.iter().any(|(p, _)| p.join("/") == ops) {
+                all.push((
+                    ops.split('/').map(str::to_owned).collect(),
+                    vec!["GET".into()],
+                ));
+            }
+        }
+        Self(Arc::new(all))
+    }
+
+    /// The methods `path` takes, as `Allow` lists them; `None` for a path none matches.
+    pub fn allow(&self, path: &str) -> Option<String> {
+        let segments: Vec<&str> = path.split('/').collect();
+        let mut allow: Vec<&str> = Vec::new();
+        for (template, methods) in self.0.iter() {
+            let matches = template.len() == segments.len()
+                && template
+                    .iter()
+                    .zip(&segments)
+                    .all(|(t, s)| segment_matches(t, s));
+            if matches {
+                for m in methods {
+                    if !allow.contains(&m.as_str()) {
+                        allow.push(m);
+                    }
+                }
+            }
+        }
+        (!allow.is_empty()).then(|| allow.join(", "))
+    }
+}
+
+/// The methods of an OpenAPI path item.
+const HTTP_METHODS: [&str; 8] = [
+    "get", "put", "post", "delete", "options", "head", "patch", "trace",
+];
+
+/// Whether the path segment `s` matches the template's `t`, in which `{name}` stands for any
+/// text that is not empty.
+fn segment_matches(t: &str, s: &str) -> bool {
+    match (t.find('{'), t.rfind('}')) {
+        (Some(open), Some(close)) if open < close => {
+            let (prefix, suffix) = (&t[..open], &t[close + 1..]);
+            s.len() > prefix.len() + suffix.len() && s.starts_with(prefix) && s.ends_with(suffix)
+        }
+        _ => t == s,
+    }
+}
+
+/// Rejects a request whose path `methods` knows but whose method that path does not take with
+/// [`WrongMethod`], and any other as not found, so that the other routes' refusals stand.
+fn wrong_method(
+    methods: Methods,
+) -> impl Filter<Extract = (Response,), Error = warp::Rejection> + Clone {
+    warp::method().and(warp::path::full()).and_then(
+        move |method: warp::http::Method, path: warp::path::FullPath| {
+            let allow = methods.allow(path.as_str());
+            async move {
+                match allow {
+                    Some(allow) if !allow.split(", ").any(|m| m == method.as_str()) => {
+                        Err(warp::reject::custom(WrongMethod { allow }))
+                    }
+                    _ => Err(warp::reject::not_found()),
+                }
+            }
+        },
+    )
 }
 
 /// Binds `addr` (port 0 picks a free port) and returns the bound address.
@@ -283,18 +422,76 @@ where
     .await;
 }
 
-/// The credential a request carried, if any: from `Authorization: Bearer`, `X-Api-Key`,
-/// ThingSpeak's `THINGSPEAKAPIKEY` header, or `api_key` in the query string, in that order.
-#[derive(Clone)]
-pub struct Credential(pub Option<String>);
+/// The credential a request carried: from `Authorization: Bearer`, `X-Api-Key`, ThingSpeak's
+/// `THINGSPEAKAPIKEY` header, or `api_key` in the query string. A request may carry it in
+/// several of these places, but only as one value: RFC 6750 (section 2) forbids more than one
+/// way of sending a token, and a server that let one valid credential win over a wrong one
+/// would accept a request that also carries a wrong credential. Such a request is
+/// [`Credential::Conflicting`], which every check refuses with 403.
+#[derive(Clone, PartialEq, Eq)]
+pub enum Credential {
+    /// No credential in any place.
+    Absent,
+    /// One credential, in one or more places.
+    Key(String),
+    /// Different values in different places: the places, for the error message.
+    Conflicting(String),
+}
+
+impl Credential {
+    /// The credential, if the request carried exactly one.
+    pub fn key(&self) -> Option<&str> {
+        match self {
+            Credential::Key(k) => Some(k),
+            Credential::Absent | Credential::Conflicting(_) => None,
+        }
+    }
+
+    /// Whether the request carried any credential, conflicting ones included.
+    pub fn is_present(&self) -> bool {
+        !matches!(self, Credential::Absent)
+    }
+
+    /// The message for a request whose credentials disagree, if they do.
+    pub fn conflict(&self) -> Option<String> {
+        match self {
+            Credential::Conflicting(places) => Some(format!(
+                "the request carries different credentials in {places}: send one credential"
+            )),
+            _ => None,
+        }
+    }
+
+    /// The credential found in `places` (name, value), in the order above. Empty values count
+    /// as none when no place has another, and as a different value when one does.
+    fn from_places(places: &[(&str, Option<String>)]) -> Credential {
+        let present: Vec<(&str, &str)> = places
+            .iter()
+            .filter_map(|(name, v)| v.as_deref().map(|v| (*name, v)))
+            .collect();
+        match present.iter().find(|(_, v)| !v.is_empty()) {
+            None => Credential::Absent,
+            Some((_, first)) if present.iter().all(|(_, v)| v == first) => {
+                Credential::Key((*first).to_owned())
+            }
+            Some(_) => Credential::Conflicting(
+                present
+                    .iter()
+                    .map(|(name, _)| *name)
+                    .collect::<Vec<_>>()
+                    .join(" and "),
+            ),
+        }
+    }
+}
 
 impl std::fmt::Debug for Credential {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(if self.0.is_some() {
-            "Credential(***)"
-        } else {
-            "Credential(none)"
-        })
+        match self {
+            Credential::Absent => f.write_str("Credential(none)"),
+            Credential::Key(_) => f.write_str("Credential(***)"),
+            Credential::Conflicting(places) => write!(f, "Credential(conflicting: {places})"),
+        }
     }
 }
 
@@ -312,23 +509,20 @@ pub fn credential() -> impl Filter<Extract = (Credential,), Error = std::convert
                         .or_else(|| a.strip_prefix("bearer "))
                         .map(|t| t.trim().to_owned())
                 });
-                let from_query = || {
-                    query
-                        .split('&')
-                        .filter_map(|kv| kv.split_once('='))
-                        .find(|(k, _)| *k == "api_key")
-                        .map(|(_, v)| percent_decode(v))
-                };
-                Credential(
-                    bearer
-                        .or(x)
-                        .or(ts)
-                        .or_else(from_query)
-                        .filter(|k| !k.is_empty()),
-                )
+                let from_query = query
+                    .split('&')
+                    .filter_map(|kv| kv.split_once('='))
+                    .find(|(k, _)| *k == "api_key")
+                    .map(|(_, v)| percent_decode(v));
+                Credential::from_places(&[
+                    ("Authorization", bearer),
+                    ("X-Api-Key", x),
+                    ("THINGSPEAKAPIKEY", ts),
+                    ("the api_key parameter", from_query),
+                ])
             },
         )
-        .or_else(|_| async { Ok::<_, std::convert::Infallible>((Credential(None),)) })
+        .or_else(|_| async { Ok::<_, std::convert::Infallible>((Credential::Absent,)) })
 }
 
 /// Decodes `%XX` escapes and `+` (form encoding).
@@ -357,6 +551,27 @@ pub fn percent_decode(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_credential_in_several_places_must_be_one_value() {
+        let some = |v: &str| Some(v.to_owned());
+        assert_eq!(
+            Credential::from_places(&[("A", None), ("B", some(""))]),
+            Credential::Absent
+        );
+        assert_eq!(
+            Credential::from_places(&[("A", some("k")), ("B", None), ("C", some("k"))]),
+            Credential::Key("k".into())
+        );
+        let c = Credential::from_places(&[("A", some("k")), ("B", None), ("C", some("j"))]);
+        assert_eq!(c, Credential::Conflicting("A and C".into()));
+        assert_eq!(c.key(), None);
+        assert!(c.is_present());
+        assert!(c
+            .conflict()
+            .unwrap()
+            .contains("different credentials in A and C"));
+    }
 
     #[test]
     fn query_keys_are_percent_decoded() {

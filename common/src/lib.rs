@@ -17,6 +17,7 @@ pub mod http;
 pub mod keys;
 pub mod limits;
 pub mod log;
+pub mod openapi;
 pub mod part;
 pub mod problem;
 pub mod registry;

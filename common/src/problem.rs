@@ -196,7 +196,8 @@ pub async fn respond(r: Result<Response, Problem>) -> Response {
     r.unwrap_or_else(Reply::into_response)
 }
 
-/// Turns warp's rejections (no route, wrong method, body too large) into problems.
+/// Turns warp's rejections (no route, wrong method, body too large) into problems; a 405 names
+/// the methods the path takes in `Allow` where they are known ([`http::WrongMethod`]).
 pub async fn recover(r: warp::Rejection) -> Result<Response, Infallible> {
     let p = if r.is_not_found() {
         Problem::not_found("no such route")
@@ -221,7 +222,21 @@ pub async fn recover(r: warp::Rejection) -> Result<Response, Infallible> {
         )
     } else if let Some(e) = r.find::<http::BodyUnreadable>() {
         Problem::bad_request(format!("the body could not be read: {}", e.0))
+    } else if let Some(m) = r.find::<http::WrongMethod>() {
+        let mut answer = Problem::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method-not-allowed",
+            format!("this route takes {}", m.allow),
+        )
+        .into_response();
+        if let Ok(allow) = warp::http::HeaderValue::from_str(&m.allow) {
+            answer
+                .headers_mut()
+                .insert(warp::http::header::ALLOW, allow);
+        }
+        return Ok(answer);
     } else if r.find::<warp::reject::MethodNotAllowed>().is_some() {
+        // A route refused the method of a path that no table of methods lists.
         Problem::new(
             StatusCode::METHOD_NOT_ALLOWED,
             "method-not-allowed",

@@ -134,11 +134,14 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<()> {
 /// Runs the ingest part on `log`.
 pub async fn run_on(config: Config, log: Log, shutdown: CancellationToken) -> Result<()> {
     let part = Part::start(&config.log, log, shutdown.clone()).await?;
-    let routes = routes(Ingest::new(part.clone(), &config.limits))
-        .or(http::ops_routes("ingest", part.log.clone()))
-        .unify()
-        .recover(problem::recover)
-        .unify();
+    let document = serde_json::to_value(<openapi::IngestDoc as utoipa::OpenApi>::openapi())
+        .expect("the OpenAPI document serialises");
+    let routes = http::part_routes(
+        "ingest",
+        part.log.clone(),
+        Some(routes(Ingest::new(part.clone(), &config.limits))),
+        http::Methods::of_document(&document),
+    );
     let (_, server) = http::spawn_server("ingest", config.http_addr, routes, shutdown).await?;
     let _ = server.await;
     Ok(())

@@ -174,7 +174,10 @@ pub(crate) async fn post_entries(
     encoding: Option<String>,
     body: Bytes,
 ) -> Result<Response, Problem> {
-    let stream = ingest.writable(id, credential.0.as_deref()).await?;
+    if let Some(conflict) = credential.conflict() {
+        return Err(Problem::forbidden(conflict));
+    }
+    let stream = ingest.writable(id, credential.key()).await?;
     let body = decode(
         encoding.as_deref(),
         body,

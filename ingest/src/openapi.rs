@@ -1,5 +1,6 @@
 //! The ingest routes' part of the OpenAPI document (the api part merges it into its own).
 
+use thingtotal_common::openapi::RoutingResponses;
 use utoipa::OpenApi;
 
 /// The ingest routes, native and ThingSpeak-compatible.
@@ -23,6 +24,7 @@ use utoipa::OpenApi;
         thingtotal_common::thingspeak::ThingSpeakSuccess,
         thingtotal_common::thingspeak::ThingSpeakError,
     )),
+    modifiers(&RoutingResponses),
     tags(
         (name = "entries", description = "Post entries to a stream"),
         (name = "thingspeak", description = "ThingSpeak-compatible writes: existing devices work by changing the host")
@@ -35,19 +37,25 @@ pub struct IngestDoc;
 /// Answers the entry's id (its `seq`) as text, or `0` on failure.
 #[utoipa::path(get, path = "/update", tag = "thingspeak",
     params(("api_key" = Option<String>, Query, description = "The stream's write key"),
+           ("THINGSPEAKAPIKEY" = Option<String>, Header, description = "The write key (wins over `api_key`)"),
            ("field1" = Option<String>, Query, description = "Value of the stream's first field (likewise field2..field8)"),
            ("created_at" = Option<String>, Query, description = "The reading's time (ISO 8601; UTC if no zone)")),
     responses((status = 200, description = "The new entry's id as text", body = String, content_type = "text/plain"),
               (status = 400, description = "`0`: missing or unknown write key, or an unreadable request", body = String, content_type = "text/plain"),
+              (status = 413, description = "`0`: the body is larger than the limit", body = String, content_type = "text/plain"),
               (status = 503, description = "`0`: not stored; retry", body = String, content_type = "text/plain")))]
 #[allow(dead_code)]
 fn update_get() {}
 
 /// Write one entry, ThingSpeak style, with a form or JSON body.
 #[utoipa::path(post, path = "/update", tag = "thingspeak",
-    request_body(content = thingtotal_common::thingspeak::ThingSpeakUpdate, description = "The write as a form (a JSON object with the same members is accepted too)", content_type = "application/x-www-form-urlencoded"),
+    params(("THINGSPEAKAPIKEY" = Option<String>, Header, description = "The write key (wins over `api_key`)")),
+    request_body(description = "The write as a form or a JSON object with the same members",
+        content((Option<thingtotal_common::thingspeak::ThingSpeakUpdate> = "application/x-www-form-urlencoded"),
+                (Option<thingtotal_common::thingspeak::ThingSpeakUpdate> = "application/json"))),
     responses((status = 200, description = "The new entry's id as text", body = String, content_type = "text/plain"),
               (status = 400, description = "`0`: missing or unknown write key, or an unreadable request", body = String, content_type = "text/plain"),
+              (status = 413, description = "`0`: the body is larger than the limit", body = String, content_type = "text/plain"),
               (status = 503, description = "`0`: not stored; retry", body = String, content_type = "text/plain")))]
 #[allow(dead_code)]
 fn update_post() {}
@@ -55,18 +63,24 @@ fn update_post() {}
 /// Write one entry, ThingSpeak style; answers ThingSpeak's entry object.
 #[utoipa::path(get, path = "/update.json", tag = "thingspeak",
     params(("api_key" = Option<String>, Query, description = "The stream's write key"),
+           ("THINGSPEAKAPIKEY" = Option<String>, Header, description = "The write key (wins over `api_key`)"),
            ("field1" = Option<String>, Query, description = "Value of the stream's first field (likewise field2..field8)")),
     responses((status = 200, description = "The entry, values as strings", body = thingtotal_common::thingspeak::ThingSpeakEntry),
               (status = 400, description = "`0`", body = String, content_type = "text/plain"),
+              (status = 413, description = "`0`: the body is larger than the limit", body = String, content_type = "text/plain"),
               (status = 503, description = "`0`: not stored; retry", body = String, content_type = "text/plain")))]
 #[allow(dead_code)]
 fn update_json_get() {}
 
 /// Write one entry, ThingSpeak style, with a form or JSON body; answers the entry object.
 #[utoipa::path(post, path = "/update.json", tag = "thingspeak",
-    request_body(content = thingtotal_common::thingspeak::ThingSpeakUpdate, description = "The write as a form (a JSON object with the same members is accepted too)", content_type = "application/x-www-form-urlencoded"),
+    params(("THINGSPEAKAPIKEY" = Option<String>, Header, description = "The write key (wins over `api_key`)")),
+    request_body(description = "The write as a form or a JSON object with the same members",
+        content((Option<thingtotal_common::thingspeak::ThingSpeakUpdate> = "application/x-www-form-urlencoded"),
+                (Option<thingtotal_common::thingspeak::ThingSpeakUpdate> = "application/json"))),
     responses((status = 200, description = "The entry object, values as strings", body = thingtotal_common::thingspeak::ThingSpeakEntry),
               (status = 400, description = "`0`", body = String, content_type = "text/plain"),
+              (status = 413, description = "`0`: the body is larger than the limit", body = String, content_type = "text/plain"),
               (status = 503, description = "`0`: not stored; retry", body = String, content_type = "text/plain")))]
 #[allow(dead_code)]
 fn update_json_post() {}

@@ -24,12 +24,10 @@ use thingtotal_common::config::{ArchiveArgs, InfluxArgs, LogPortArgs};
 use thingtotal_common::consumer::Drain;
 use thingtotal_common::log::Log;
 use thingtotal_common::part::Part;
-use thingtotal_common::problem;
 use thingtotal_common::topics::Topics;
 use thingtotal_common::{http, CancellationToken};
 use tokio::task::JoinSet;
 use tracing::{info, warn};
-use warp::Filter;
 
 pub use archive::Rollover;
 pub use influx::{InfluxSettings, InfluxTarget};
@@ -197,9 +195,7 @@ pub async fn run_on(config: Config, log: Log, shutdown: CancellationToken) -> Re
         &config.log.data_dir,
         &part.topics,
     )?;
-    let routes = http::ops_routes("sink", part.log.clone())
-        .recover(problem::recover)
-        .unify();
+    let routes = http::part_routes("sink", part.log.clone(), None, http::Methods::default());
     let http_shutdown = CancellationToken::new();
     let (_, server) =
         http::spawn_server("sink", config.http_addr, routes, http_shutdown.clone()).await?;

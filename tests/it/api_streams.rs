@@ -266,11 +266,19 @@ async fn keys_are_shown_once_and_rotation_retires_the_old_key() {
         None,
     )
     .await;
-    let new_read = rotated["read_key"].as_str().unwrap().to_owned();
     assert!(
-        rotated["write_key"].is_string(),
+        rotated["write_key"].is_string() && rotated["read_key"].is_string(),
         "an empty body rotates both"
     );
+    let (s, both) = call(
+        Method::POST,
+        url(&format!("/api/streams/{id}/keys")),
+        Some(ADMIN_TOKEN),
+        Some(Value::Null),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "so does a null one: {both}");
+    let new_read = both["read_key"].as_str().unwrap().to_owned();
     let (s, p) = call(
         Method::GET,
         url(&format!("/api/streams/{id}")),
@@ -394,6 +402,16 @@ async fn every_error_is_a_precise_problem() {
             .starts_with("/schema/properties/temperature"),
         "{p}"
     );
+    // A definition is an object, though serde would take one from an array of its members.
+    let members = json!(["s", "", definition("s", false)["schema"]]);
+    let p = check(
+        post(serde_json::to_vec(&members).unwrap(), Some(ADMIN_TOKEN))
+            .await
+            .unwrap(),
+        StatusCode::UNPROCESSABLE_ENTITY,
+    )
+    .await;
+    assert_eq!(p["errors"][0]["pointer"], "", "{p}");
     // 401 and 403.
     let body = serde_json::to_vec(&definition("a", false)).unwrap();
     check(

@@ -3,6 +3,7 @@
 
 mod api_streams;
 mod embedded_crash;
+mod fuzz;
 mod harness;
 mod influx;
 mod ingest;

@@ -273,4 +273,25 @@ async fn reads_rejected_entries_of_a_public_stream_need_its_read_key() {
     assert!(!body.contains("hot"), "{body}");
     let (status, body) = rejected(Some(&r.key)).await;
     assert_eq!(status, StatusCode::FORBIDDEN, "the write key: {body}");
+    // A wrong credential is refused even next to a right one; the same one twice is one.
+    let both = |bearer: &str, key: &str| {
+        Client::new()
+            .get(format!(
+                "{}/api/streams/{id}/rejected?api_key={key}",
+                up.base
+            ))
+            .bearer_auth(bearer)
+            .send()
+    };
+    let r2 = both(ADMIN, "not-a-key").await.unwrap();
+    assert_eq!(r2.status(), StatusCode::FORBIDDEN);
+    let body = r2.text().await.unwrap();
+    assert!(
+        body.contains("different credentials in Authorization and the api_key parameter"),
+        "{body}"
+    );
+    assert!(!body.contains("hot"), "{body}");
+    let r2 = both(&r.read_key, &r.read_key).await.unwrap();
+    assert_eq!(r2.status(), StatusCode::OK);
+    assert!(r2.text().await.unwrap().contains("hot"));
 }

@@ -30,12 +30,10 @@ use thingtotal_common::log::{
     positions_after, Consumed, GroupConsumer, GroupOptions, Log, TopicPartitionOffset,
 };
 use thingtotal_common::part::Part;
-use thingtotal_common::problem;
 use thingtotal_common::stream::{StreamId, StreamRecord};
 use thingtotal_common::topics::Topics;
 use thingtotal_common::{http, CancellationToken};
 use tracing::info;
-use warp::Filter;
 
 use crate::check::{judge, output, stream_id, Verdict};
 use crate::schemas::Schemas;
@@ -154,9 +152,12 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<()> {
 /// Runs the validator on `log`: the consumer and `/health` and `/metrics`.
 pub async fn run_on(config: Config, log: Log, shutdown: CancellationToken) -> Result<()> {
     let part = Part::start(&config.log, log, shutdown.clone()).await?;
-    let routes = http::ops_routes("validator", part.log.clone())
-        .recover(problem::recover)
-        .unify();
+    let routes = http::part_routes(
+        "validator",
+        part.log.clone(),
+        None,
+        http::Methods::default(),
+    );
     // The HTTP server stops only after the consumer has finished its batch.
     let http_shutdown = CancellationToken::new();
     let (_, server) =

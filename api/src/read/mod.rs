@@ -390,6 +390,31 @@ pub(crate) struct Backends {
 }
 
 impl Backends {
+    /// The backends this server reads from.
+    fn configured(&self) -> Vec<&'static str> {
+        let influx = self.influx.as_ref().map(|_| Backend::Influx.name());
+        let archive = self.archive.as_ref().map(|_| Backend::Archive.name());
+        influx.into_iter().chain(archive).collect()
+    }
+
+    /// `document` with the values of every `source` parameter narrowed to the backends this
+    /// server reads from, the others being a 400 here.
+    pub(crate) fn narrow(&self, mut document: serde_json::Value) -> serde_json::Value {
+        let configured = self.configured();
+        let paths = document["paths"].as_object_mut().into_iter().flatten();
+        for (_, operation) in paths.flat_map(|(_, item)| item.as_object_mut().into_iter().flatten())
+        {
+            let parameters = operation
+                .get_mut("parameters")
+                .and_then(Value::as_array_mut);
+            let parameters = parameters.into_iter().flatten();
+            for p in parameters.filter(|p| p["name"] == "source" && p["in"] == "query") {
+                p["schema"]["enum"] = serde_json::json!(configured);
+            }
+        }
+        document
+    }
+
     /// The source to read from: the one asked for, or InfluxDB if it is configured.
     pub(crate) fn pick(&self, asked: Option<Backend>) -> Result<Backend, Problem> {
         match asked {

@@ -36,8 +36,7 @@ pub(super) async fn channel(
     match auth::access(api.admin_token(), c, Some(&stream)) {
         Access::Admin | Access::Reader => Ok(stream),
         Access::Wrong
-            if c.0
-                .as_deref()
+            if c.key()
                 .is_some_and(|k| keys::matches(k, &stream.write_key_sha256)) =>
         {
             Ok(stream)

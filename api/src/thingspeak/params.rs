@@ -13,7 +13,7 @@ pub(super) const MAX_RESULTS: usize = 8000;
 /// Entries returned when no parameter narrows the request.
 const DEFAULT_RESULTS: usize = 100;
 /// The windows ThingSpeak aggregates over, in minutes.
-const WINDOWS: [u32; 8] = [10, 15, 20, 30, 60, 240, 720, 1440];
+pub(super) const WINDOWS: [u32; 8] = [10, 15, 20, 30, 60, 240, 720, 1440];
 
 /// The query, parsed leniently as ThingSpeak does: repeated and unknown names are ignored.
 #[derive(Debug, Default)]

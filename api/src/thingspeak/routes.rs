@@ -3,6 +3,7 @@
 use thingtotal_common::http::{self, Credential};
 use thingtotal_common::stream::StreamId;
 use warp::filters::BoxedFilter;
+use warp::http::Method;
 use warp::reply::Response;
 use warp::Filter;
 
@@ -51,49 +52,60 @@ pub(crate) fn routes(
         + 'static,
 ) -> BoxedFilter<(Response,)> {
     let query = || warp::query::raw().or(warp::any().map(String::new)).unify();
-    warp::path("channels")
+    // The path is matched before the method, so that a path no read serves (a bulk update's,
+    // say) is left to the other routes whatever its method.
+    let route = warp::path("channels")
         .and(warp::path::tail())
-        .and(warp::get())
+        .and_then(|tail: warp::path::Tail| async move {
+            let segs: Vec<&str> = tail.as_str().split('/').collect();
+            dispatch(&segs).ok_or_else(warp::reject::not_found)
+        })
+        .and(warp::method())
+        .and_then(|route: Route, method: Method| async move {
+            if method == Method::GET {
+                Ok(route)
+            } else {
+                Err(http::WrongMethod::only("GET"))
+            }
+        });
+    route
         .and(state)
         .and(http::credential())
         .and(query())
-        .and_then(
-            |tail: warp::path::Tail, api: Api, c: Credential, q: String| async move {
-                let segs: Vec<&str> = tail.as_str().split('/').collect();
-                let response = match dispatch(&segs) {
-                    Some(Route::Describe(id)) => {
+        .then(
+            |route: Route, api: Api, c: Credential, q: String| async move {
+                match route {
+                    Route::Describe(id) => {
                         measured("thingspeak_channel", async {
                             answer(describe(api, id, c, &q).await).await
                         })
                         .await
                     }
-                    Some(Route::Feeds(id, field, f)) => {
+                    Route::Feeds(id, field, f) => {
                         measured("thingspeak_feeds", async {
                             answer(feeds(api, id, field, f, c, &q).await).await
                         })
                         .await
                     }
-                    Some(Route::Last(id, field, f)) => {
+                    Route::Last(id, field, f) => {
                         measured("thingspeak_last", async {
                             answer(last(api, id, field, f, c, &q).await).await
                         })
                         .await
                     }
-                    Some(Route::Age(id, field)) => {
+                    Route::Age(id, field) => {
                         measured("thingspeak_last_data_age", async {
                             answer(last_data_age(api, id, field, c).await).await
                         })
                         .await
                     }
-                    None => return Err(warp::reject::not_found()),
-                };
-                Ok::<_, warp::Rejection>(response)
+                }
             },
         )
         .boxed()
 }
 
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Route {
     Describe(StreamId),
     Feeds(StreamId, Option<u8>, Format),

@@ -26,30 +26,43 @@ pub struct ThingSpeakFeed {
     /// The entry's (or window's) time, in the requested time zone.
     pub created_at: String,
     /// The entry's id; absent for windows.
+    #[schema(required = false)]
     pub entry_id: Option<u64>,
     /// The first field's value (`field2`..`field8` likewise).
+    #[schema(required = false)]
     pub field1: TsValue,
     /// The second field.
+    #[schema(required = false)]
     pub field2: TsValue,
     /// The third field.
+    #[schema(required = false)]
     pub field3: TsValue,
     /// The fourth field.
+    #[schema(required = false)]
     pub field4: TsValue,
     /// The fifth field.
+    #[schema(required = false)]
     pub field5: TsValue,
     /// The sixth field.
+    #[schema(required = false)]
     pub field6: TsValue,
     /// The seventh field.
+    #[schema(required = false)]
     pub field7: TsValue,
     /// The eighth field.
+    #[schema(required = false)]
     pub field8: TsValue,
     /// With `location=true`: null.
+    #[schema(required = false)]
     pub latitude: TsValue,
     /// With `location=true`: null.
+    #[schema(required = false)]
     pub longitude: TsValue,
     /// With `location=true`: null.
+    #[schema(required = false)]
     pub elevation: TsValue,
     /// With `status=true`: null.
+    #[schema(required = false)]
     pub status: TsValue,
 }
 

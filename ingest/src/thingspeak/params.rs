@@ -18,7 +18,8 @@ pub(super) fn params(
         .map_err(|e| e.to_string())?
         .into_iter()
         .collect();
-    if body.iter().all(u8::is_ascii_whitespace) {
+    // No body, or a JSON `null`, adds nothing to the query.
+    if body.iter().all(u8::is_ascii_whitespace) || body.trim_ascii() == b"null" {
         return Ok(out);
     }
     let is_json = content_type.is_some_and(|c| c.contains("json"))
@@ -87,6 +88,8 @@ mod tests {
         .unwrap();
         assert_eq!(p["field1"], "21.5");
         assert!(!p.contains_key("lat"));
+        let p = params("api_key=k", Some("application/json"), b" null ").unwrap();
+        assert_eq!(p.len(), 1, "a null body adds nothing: {p:?}");
     }
 
     #[test]
