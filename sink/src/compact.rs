@@ -13,7 +13,10 @@
 //!
 //! A crash before 3 leaves the inputs whole: the temporary file and the intent are removed. A
 //! crash after 3 leaves the merged file and some inputs: the inputs it replaced are removed.
-//! Either way the next compaction (or `thingtotal compact`) finishes the job first.
+//! Either way the next compaction (or `thingtotal compact`) finishes the job first. Whether 3
+//! happened is read from the output itself: the merged file's footer carries an id that the
+//! intent records. The temporary file's absence proves nothing, as the archiver's start-up
+//! recovery removes temporary files older than ten minutes, a crashed compaction's included.
 
 use std::path::{Path, PathBuf};
 
@@ -30,11 +33,18 @@ use crate::durable::{rename_into_place, sync_dir, temporary, write_synced};
 
 const INTENT: &str = "_compaction.json";
 
+/// The footer key of a merged file's id, which its intent records.
+const COMPACTION_ID: &str = "thingtotal.compaction";
+
 #[derive(Debug, Serialize, Deserialize)]
 struct Intent {
     tmp: String,
     output: String,
     inputs: Vec<String>,
+    /// The id in the merged file's footer: the rename happened if and only if `output`
+    /// carries it. Absent in intents written before the id was.
+    #[serde(default)]
+    id: Option<String>,
 }
 
 /// Where a crash is simulated (tests only).
@@ -71,6 +81,39 @@ fn value<'a>(kv: &'a [KeyValue], key: &str) -> Option<&'a str> {
         .and_then(|e| e.value.as_deref())
 }
 
+fn offset(kv: &[KeyValue], key: &str) -> Option<i64> {
+    value(kv, key).and_then(|v| v.parse().ok())
+}
+
+/// Whether the merge that `intent` records was renamed over its output (step 3).
+fn renamed(dir: &Path, intent: &Intent) -> bool {
+    let Ok((_, output)) = footer(&dir.join(&intent.output)) else {
+        // No readable output: the inputs are the truth.
+        return false;
+    };
+    match &intent.id {
+        Some(id) => value(&output, COMPACTION_ID) == Some(id.as_str()),
+        // An intent from before the id: the output is the merge if its offsets reach every
+        // other input's (the inputs' ranges are disjoint and in order).
+        None => offset(&output, LAST_OFFSET).is_some_and(|last| {
+            let others = intent.inputs.iter().filter(|i| **i != intent.output);
+            others.into_iter().all(|i| {
+                footer(&dir.join(i)).map_or(true, |(_, kv)| {
+                    offset(&kv, FIRST_OFFSET).is_some_and(|first| first <= last)
+                })
+            })
+        }),
+    }
+}
+
+fn remove_if_present(path: &Path) -> Result<()> {
+    match std::fs::remove_file(path) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
+
 /// Finishes a merge that a crash interrupted.
 fn finish_intent(dir: &Path) -> Result<()> {
     let intent_path = dir.join(INTENT);
@@ -79,17 +122,13 @@ fn finish_intent(dir: &Path) -> Result<()> {
     };
     let intent: Intent = serde_json::from_str(&text)?;
     let tmp = dir.join(&intent.tmp);
-    if tmp.exists() {
-        // Not renamed yet: the inputs are whole.
-        std::fs::remove_file(&tmp)?;
-    } else {
+    if renamed(dir, &intent) {
         for input in intent.inputs.iter().filter(|i| **i != intent.output) {
-            match std::fs::remove_file(dir.join(input)) {
-                Ok(()) => {}
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(e) => return Err(e.into()),
-            }
+            remove_if_present(&dir.join(input))?;
         }
+    } else {
+        // Not renamed: the inputs are whole. The temporary file may be gone already.
+        remove_if_present(&tmp)?;
     }
     sync_dir(&tmp)?;
     std::fs::remove_file(&intent_path)?;
@@ -185,6 +224,10 @@ fn merge_run(dir: &Path, topic: &str, run: &[FileInfo], crash: Option<Step>) -> 
             kv.value = Some(run[run.len() - 1].last.to_string());
         }
     }
+    // The first input may be an earlier merge, with an id of its own.
+    let id = uuid::Uuid::now_v7().to_string();
+    metadata.retain(|kv| kv.key != COMPACTION_ID);
+    metadata.push(KeyValue::new(COMPACTION_ID.to_owned(), id.clone()));
     let batches = readers
         .into_iter()
         .flatten()
@@ -200,6 +243,7 @@ fn merge_run(dir: &Path, topic: &str, run: &[FileInfo], crash: Option<Step>) -> 
         tmp: name(&tmp),
         output: name(&output),
         inputs: run.iter().map(|f| name(&f.path)).collect(),
+        id: Some(id),
     };
     let intent_path = dir.join(INTENT);
     std::fs::write(&intent_path, serde_json::to_vec(&intent)?)?;
@@ -423,5 +467,50 @@ mod tests {
                 .collect();
             assert!(leftovers.is_empty());
         }
+    }
+
+    /// A crash after the intent, then a restart late enough for the archiver's recovery to
+    /// remove the merge's temporary file before the next compaction.
+    fn crash_then_lose_the_temporary_file(dir: &Path) {
+        assert!(compact_dir(dir, TOPIC, 1000, Some(Step::IntentWritten)).is_err());
+        let tmp = temporary(&dir.join(file_name(TOPIC, 0, 0)), "compact");
+        std::fs::remove_file(&tmp).unwrap();
+    }
+
+    #[test]
+    fn a_late_restart_after_a_crash_before_the_rename_loses_no_row() {
+        let dir = tempfile::tempdir().unwrap();
+        archive(dir.path(), 4, 50);
+        let (rows, _) = contents(dir.path());
+        crash_then_lose_the_temporary_file(dir.path());
+        assert_eq!(compact_dir(dir.path(), TOPIC, 1000, None).unwrap().1, 1);
+        assert_eq!(contents(dir.path()), (rows, 1), "every row, merged once");
+        assert!(!dir.path().join(INTENT).exists());
+    }
+
+    #[test]
+    fn an_intent_written_before_the_merge_id_is_finished_from_the_offsets() {
+        let dir = tempfile::tempdir().unwrap();
+        archive(dir.path(), 4, 50);
+        let (rows, _) = contents(dir.path());
+        crash_then_lose_the_temporary_file(dir.path());
+        let intent_path = dir.path().join(INTENT);
+        let mut intent: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&intent_path).unwrap()).unwrap();
+        intent.as_object_mut().unwrap().remove("id");
+        std::fs::write(&intent_path, intent.to_string()).unwrap();
+        assert_eq!(compact_dir(dir.path(), TOPIC, 1000, None).unwrap().1, 1);
+        assert_eq!(contents(dir.path()), (rows.clone(), 1));
+        // And once renamed, the old intent removes the inputs the merge replaced.
+        let dir = tempfile::tempdir().unwrap();
+        archive(dir.path(), 4, 50);
+        assert!(compact_dir(dir.path(), TOPIC, 1000, Some(Step::Renamed)).is_err());
+        let intent_path = dir.path().join(INTENT);
+        let mut intent: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&intent_path).unwrap()).unwrap();
+        intent.as_object_mut().unwrap().remove("id");
+        std::fs::write(&intent_path, intent.to_string()).unwrap();
+        assert_eq!(compact_dir(dir.path(), TOPIC, 1000, None).unwrap().1, 1);
+        assert_eq!(contents(dir.path()), (rows, 1));
     }
 }
