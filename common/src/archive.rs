@@ -17,7 +17,7 @@ use bytes::Bytes;
 use futures::future::{BoxFuture, FutureExt};
 use futures::TryStreamExt;
 use object_store::path::Path as ObjectPath;
-use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
+use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutPayload};
 use parquet::arrow::arrow_reader::{ArrowReaderMetadata, ArrowReaderOptions};
 use parquet::arrow::async_reader::AsyncFileReader;
 use parquet::errors::ParquetError;
@@ -203,18 +203,39 @@ impl Archive {
             .map_err(|e| Error::Archive(format!("{}: {e}", file.path)))
     }
 
-    /// Stores a whole file in an object store with one atomic `PUT`; durable once it returns.
-    /// Local archives write their files themselves, with fsync and rename.
+    /// Stores a new file in an object store with one atomic `PUT` that never replaces an object
+    /// (`If-None-Match: *`); durable once it returns. If the object exists, fails with an
+    /// [`Error::is_already_exists`] error and leaves it untouched; a store that does not support
+    /// conditional writes is a configuration error. Local archives write their files
+    /// themselves, with fsync and a link.
     pub async fn put(&self, rel: &str, bytes: Bytes) -> Result<()> {
         match self {
             Archive::Local(_) => Err(Error::Archive(
-                "a local archive writes its files with fsync and rename".into(),
+                "a local archive writes its files with fsync and a link".into(),
             )),
-            Archive::Remote { store, prefix, .. } => store
-                .put(&Self::object(prefix, rel), PutPayload::from(bytes))
-                .await
-                .map(|_| ())
-                .map_err(|e| Error::Archive(format!("{}/{rel}: {e}", self.describe()))),
+            Archive::Remote { store, prefix, .. } => {
+                let (object, create) = (Self::object(prefix, rel), PutMode::Create.into());
+                match store
+                    .put_opts(&object, PutPayload::from(bytes), create)
+                    .await
+                {
+                    Ok(_) => Ok(()),
+                    Err(e @ object_store::Error::AlreadyExists { .. }) => {
+                        Err(Error::Io(std::io::Error::new(
+                            std::io::ErrorKind::AlreadyExists,
+                            format!("{}/{rel}: {e}", self.describe()),
+                        )))
+                    }
+                    Err(e @ object_store::Error::NotImplemented { .. }) => {
+                        Err(Error::Config(format!(
+                            "archive {}: the object store must support conditional writes \
+                             (If-None-Match: *) so that no member replaces another's file: {e}",
+                            self.describe()
+                        )))
+                    }
+                    Err(e) => Err(Error::Archive(format!("{}/{rel}: {e}", self.describe()))),
+                }
+            }
         }
     }
 }

@@ -52,4 +52,9 @@ impl Error {
     pub(crate) fn storage(e: impl std::fmt::Display) -> Self {
         Error::Storage(e.to_string())
     }
+
+    /// Whether a file or object that was to be created exists already.
+    pub fn is_already_exists(&self) -> bool {
+        matches!(self, Error::Io(e) if e.kind() == std::io::ErrorKind::AlreadyExists)
+    }
 }

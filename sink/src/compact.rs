@@ -337,20 +337,7 @@ mod tests {
     use super::*;
     use crate::columns::Columns;
     use crate::durable::write_local;
-    use thingtotal_common::envelope::ValidEntry;
-    use thingtotal_common::stream::StreamRecord;
-
-    const TOPIC: &str = "t.entries.valid";
-
-    fn stream() -> StreamRecord {
-        serde_json::from_value(serde_json::json!({
-            "id": 7, "name": "s", "version": 1,
-            "schema": {"type": "object", "properties": {"t": {"type": "number"}}},
-            "created_at": "2026-01-01T00:00:00Z", "updated_at": "2026-01-01T00:00:00Z",
-            "write_key_sha256": "", "read_key_sha256": ""
-        }))
-        .unwrap()
-    }
+    use crate::testing::{envelope, stream, TOPIC};
 
     /// `files` files of `rows` rows each, at consecutive offsets (every other offset, as if
     /// another stream shared the partition).
@@ -358,19 +345,7 @@ mod tests {
         let columns = Columns::of(&stream());
         for f in 0..files {
             let offsets: Vec<i64> = (0..rows).map(|r| 2 * (f * rows + r)).collect();
-            let envelopes: Vec<bytes::Bytes> = offsets
-                .iter()
-                .map(|o| ValidEntry {
-                    entry_id: uuid::Uuid::now_v7(),
-                    seq: *o as u64 + 1,
-                    stream_id: 7,
-                    stream_version: 1,
-                    ts: chrono::DateTime::UNIX_EPOCH,
-                    received_at: chrono::DateTime::UNIX_EPOCH,
-                    data: serde_json::json!({"t": *o as f64}),
-                })
-                .map(|e| serde_json::to_vec(&e).unwrap().into())
-                .collect();
+            let envelopes: Vec<bytes::Bytes> = offsets.iter().map(|o| envelope(*o)).collect();
             let path = dir.join(file_name(TOPIC, 0, offsets[0]));
             let kv = |k: &str, v: String| KeyValue::new(k.to_owned(), v);
             let meta = vec![

@@ -2,8 +2,11 @@
 //! leaves either the whole file or none of it.
 //!
 //! A file is encoded under a temporary name that readers never match (it does not end in
-//! `.parquet`), fsynced, renamed into place (atomically replacing a file of the same name), and
-//! its directory fsynced so that the rename itself survives a crash.
+//! `.parquet`), fsynced, put into place, and its directory fsynced so that the new name itself
+//! survives a crash. The archiver's new files are linked into place, which fails if the name
+//! exists: a member that lost its partitions while it wrote (or anyone else) can never replace
+//! a file another member published. Compaction renames its merge over its first input, which
+//! it must replace.
 
 use std::path::{Path, PathBuf};
 
@@ -71,15 +74,28 @@ pub(crate) fn sync_dir(path: &Path) -> Result<()> {
     Ok(())
 }
 
-/// Writes one file of a local archive atomically: temporary name, fsync, rename, fsync of the
-/// directory.
+/// Puts `tmp` at `path` unless `path` exists, then fsyncs the directory. If it exists, fails
+/// with [`std::io::ErrorKind::AlreadyExists`] and leaves it untouched. `tmp` is removed either
+/// way. A hard link is the file system's create-if-absent for a whole file (the file systems
+/// a local archive lives on, ext4, XFS, btrfs, ZFS, all have them).
+pub(crate) fn link_into_place(tmp: &Path, path: &Path) -> Result<()> {
+    let linked = std::fs::hard_link(tmp, path);
+    // A temporary file left by a crash here is removed by recovery after ten minutes.
+    let _ = std::fs::remove_file(tmp);
+    linked?;
+    sync_dir(path)
+}
+
+/// Writes one new file of a local archive atomically: a temporary name of this writer's own
+/// (two members may write the same file at once), fsync, link, fsync of the directory. Fails
+/// with [`std::io::ErrorKind::AlreadyExists`] if the file exists.
 pub(crate) fn write_local(
     path: &Path,
     schema: arrow::datatypes::SchemaRef,
     metadata: Vec<KeyValue>,
     batches: impl Iterator<Item = Result<arrow::record_batch::RecordBatch>>,
 ) -> Result<()> {
-    let tmp = temporary(path, "write");
+    let tmp = temporary(path, &format!("write.{}", uuid::Uuid::now_v7().simple()));
     write_synced(&tmp, schema, metadata, batches)?;
-    rename_into_place(&tmp, path)
+    link_into_place(&tmp, path)
 }

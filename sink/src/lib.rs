@@ -3,9 +3,9 @@
 //!
 //! Each group keeps its own offsets, so an InfluxDB outage never stalls the archive and the
 //! archive never stalls InfluxDB, and each commits only after its output is durable: a 2xx from
-//! InfluxDB, or a Parquet file fsynced and renamed into place. InfluxDB points are idempotent and
-//! archive file names are deterministic, so a replay after a crash rewrites rather than
-//! duplicates.
+//! InfluxDB, or a Parquet file fsynced and put into place. InfluxDB points are idempotent, and
+//! archive file names are deterministic and never replaced, so a replay after a crash rewrites
+//! a point rather than duplicating it, and skips a file that is already archived.
 
 mod archive;
 mod columns;
@@ -14,6 +14,8 @@ mod durable;
 mod influx;
 mod line_protocol;
 mod telemetry;
+#[cfg(test)]
+mod testing;
 
 use std::net::SocketAddr;
 use std::time::Duration;

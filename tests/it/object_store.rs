@@ -130,3 +130,49 @@ async fn an_s3_archive_holds_every_entry_once_across_a_kill_and_reads_back() {
     seqs.sort_unstable();
     assert_eq!(seqs, (1..=per_stream).collect::<Vec<_>>());
 }
+
+/// The archive as the sink opens it, on the test's S3 server, with what
+/// `AmazonS3Builder::from_env` would read from the environment given explicitly.
+fn s3_archive(prefix: &str) -> (thingtotal_common::archive::Archive, String) {
+    let (endpoint, bucket) = services().s3.clone().expect(
+        "the object-store tests need an S3-compatible server: scripts/services up starts one",
+    );
+    let url = format!("s3://{bucket}/{prefix}");
+    let store = object_store::aws::AmazonS3Builder::new()
+        .with_url(&url)
+        .with_endpoint(&endpoint)
+        .with_allow_http(true)
+        .with_access_key_id("thingtotal")
+        .with_secret_access_key("thingtotal")
+        .with_region("us-east-1")
+        .build()
+        .unwrap();
+    let archive = thingtotal_common::archive::Archive::Remote {
+        store: std::sync::Arc::new(store),
+        prefix: object_store::path::Path::from(prefix),
+        url,
+    };
+    (archive, format!("{endpoint}/{bucket}/{prefix}"))
+}
+
+/// Two members that both think they own a partition write a file of the same name: the first
+/// `PUT` stands, the second is refused and changes nothing (the archiver then reads the archive
+/// again and goes on after the file that stands).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_s3_archive_file_is_never_replaced() {
+    let prefix = random_prefix("s3-create");
+    let (archive, base) = s3_archive(&prefix);
+    let rel = "stream=7/date=1970-01-01/t.entries.valid+0+00000000000000000000.parquet";
+    archive.put(rel, "first".into()).await.unwrap();
+    let e = archive.put(rel, "second".into()).await.unwrap_err();
+    assert!(e.is_already_exists(), "{e}");
+    let body = Client::new()
+        .get(format!("{base}/{rel}"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(body, "first");
+}

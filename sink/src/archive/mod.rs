@@ -5,9 +5,12 @@
 //! digits>.parquet`. There is one open file per (Kafka partition, stream, date) ([`files`]); it
 //! is written when it reaches the row or byte limit, when it is older than the age limit (so an
 //! idle stream is flushed too), when an entry of a new stream version arrives, and at shutdown.
-//! A file is written to a temporary name, fsynced, renamed into place and its directory fsynced
+//! A file is written to a temporary name, fsynced, linked into place and its directory fsynced
 //! (in an object store: one atomic `PUT`) ([`write`], [`crate::durable`]); only then can the
-//! group's position move past its rows. Each file's footer records the first and last offset it
+//! group's position move past its rows. Neither ever replaces a file: a member that lost its
+//! partitions while it wrote (its poll interval ran out during a slow flush) would otherwise
+//! replace the new owner's file with its own, shorter one. The second writer of a name is
+//! refused, rereads the archive, and goes on after the file that stands. Each file's footer records the first and last offset it
 //! holds, so after a crash the archiver reads which offsets are already archived and skips them
 //! ([`recover`]): no row is written twice and none is missed.
 //!
@@ -98,6 +101,16 @@ pub(crate) async fn run(
     consumer::run(&log, settings, archiver, shutdown).await
 }
 
+/// Where in the archive `key`'s file whose first row is at offset `first` goes.
+fn rel_path(topic: &str, key: &FileKey, first: i64) -> String {
+    format!(
+        "stream={}/date={}/{}",
+        key.stream,
+        key.date.format("%Y-%m-%d"),
+        file_name(topic, key.partition, first)
+    )
+}
+
 impl Archiver {
     /// Writes the open file `key` and records its offsets as archived.
     async fn flush(&mut self, key: &FileKey) -> Result<()> {
@@ -125,12 +138,7 @@ impl Archiver {
                 (Columns::of(&empty), "{}".to_owned())
             }
         };
-        let path = format!(
-            "stream={}/date={}/{}",
-            key.stream,
-            key.date.format("%Y-%m-%d"),
-            file_name(&self.part.topics.valid, key.partition, file.first_offset)
-        );
+        let path = rel_path(&self.part.topics.valid, key, file.first_offset);
         let metadata = write::footer(key, &file, schema_json);
         let (rows, bytes, first, last) = (
             file.rows.len(),
@@ -140,7 +148,18 @@ impl Archiver {
         );
         let started = Instant::now();
         // On failure nothing is recorded as archived: the rows are consumed again after a rewind.
-        write::write_file(&self.archive, path.clone(), columns, file.rows, metadata).await?;
+        if let Err(e) =
+            write::write_file(&self.archive, path.clone(), columns, file.rows, metadata).await
+        {
+            if e.is_already_exists() {
+                // Another member archived these offsets under this name first: one that lost
+                // this partition while it wrote, or its new owner. Its file stands; read the
+                // archive again before writing anything, and go on after its last offset.
+                warn!(%path, "this file exists already; rereading the archive");
+                self.reread = true;
+            }
+            return Err(e);
+        }
         telemetry::archive_file_written(rows, bytes, started.elapsed());
         self.archived
             .entry((key.partition, key.stream, key.date))
@@ -219,5 +238,105 @@ impl Handler for Archiver {
 
     fn lag_gauge(&self) -> metrics::Gauge {
         telemetry::sink_lag(&self.group)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+    use std::ops::Range;
+
+    use chrono::NaiveDate;
+
+    use super::*;
+    use crate::testing::{consumed, stream, TOPIC};
+
+    /// What one member does between two polls: it places the records at `offsets` against what
+    /// it knows is `archived`, in files of `rows` rows, and publishes its first full file as
+    /// [`Archiver::flush`] does.
+    async fn publish(
+        archive: &Archive,
+        rows: usize,
+        offsets: Range<i64>,
+        archived: &Archived,
+    ) -> Result<()> {
+        let age = Duration::from_secs(3600);
+        let mut files = OpenFiles::new(Rollover {
+            rows,
+            bytes: usize::MAX,
+            age,
+        });
+        let mut full = None;
+        for o in offsets {
+            files.place(&consumed(o), archived);
+            full = full.or(files.take_full());
+        }
+        let key = full.expect("a full file");
+        let file = files.take(&key).unwrap();
+        let metadata = write::footer(&key, &file, stream().schema.to_string());
+        let rel = rel_path(TOPIC, &key, file.first_offset);
+        write::write_file(archive, rel, Columns::of(&stream()), file.rows, metadata).await
+    }
+
+    /// The offset ranges archived for stream 7's partition 0 on 1970-01-01.
+    async fn ranges(archive: &Archive) -> BTreeMap<i64, i64> {
+        let day = NaiveDate::from_ymd_opt(1970, 1, 1).unwrap();
+        let mut archived = recover(archive, TOPIC).await.unwrap();
+        archived.remove(&(0, 7, day)).unwrap_or_default()
+    }
+
+    /// Two members that both think they own partition 0, and both start from offset 0: the
+    /// new owner, and one that lost the partition while it was writing (its poll interval ran
+    /// out) and publishes late. Whichever publishes a name first wins; the other publishes
+    /// nothing, and every offset is archived exactly once.
+    #[tokio::test]
+    async fn a_member_that_lost_its_partition_never_replaces_the_new_owners_file() {
+        let root = tempfile::tempdir().unwrap();
+        let archive = Archive::Local(root.path().to_owned());
+        let before = recover(&archive, TOPIC).await.unwrap();
+        // The new owner publishes 0..=199, then the stale member its shorter 0..=150.
+        publish(&archive, 200, 0..200, &before).await.unwrap();
+        let e = publish(&archive, 151, 0..151, &before).await.unwrap_err();
+        assert!(e.is_already_exists(), "{e}");
+        assert_eq!(ranges(&archive).await, BTreeMap::from([(0, 199)]));
+    }
+
+    #[tokio::test]
+    async fn a_new_owner_that_publishes_second_archives_only_what_follows_the_stale_file() {
+        let root = tempfile::tempdir().unwrap();
+        let archive = Archive::Local(root.path().to_owned());
+        let before = recover(&archive, TOPIC).await.unwrap();
+        publish(&archive, 151, 0..151, &before).await.unwrap();
+        let e = publish(&archive, 200, 0..200, &before).await.unwrap_err();
+        assert!(e.is_already_exists(), "{e}");
+        // What the refused flush leads to: the archive read again, the partition read again
+        // from the committed position, and the next file after the stale member's.
+        let reread = recover(&archive, TOPIC).await.unwrap();
+        publish(&archive, 49, 0..200, &reread).await.unwrap();
+        assert_eq!(
+            ranges(&archive).await,
+            BTreeMap::from([(0, 150), (151, 199)])
+        );
+        let leftovers: Vec<_> = files(root.path())
+            .into_iter()
+            .filter(|f| f.ends_with(".tmp"))
+            .collect();
+        assert!(leftovers.is_empty(), "{leftovers:?}");
+    }
+
+    /// Every file name under `root`.
+    fn files(root: &std::path::Path) -> Vec<String> {
+        let mut out = Vec::new();
+        let mut dirs = vec![root.to_owned()];
+        while let Some(dir) = dirs.pop() {
+            for e in std::fs::read_dir(dir).unwrap().flatten() {
+                if e.path().is_dir() {
+                    dirs.push(e.path());
+                } else {
+                    out.push(e.file_name().to_string_lossy().into_owned());
+                }
+            }
+        }
+        out
     }
 }
