@@ -201,6 +201,18 @@ pub async fn bind(addr: SocketAddr) -> Result<(TcpListener, SocketAddr)> {
 
 /// Serves `routes` on `listener` until `shutdown` is cancelled, then stops accepting and lets
 /// requests in flight finish.
+///
+/// HTTP/1.1 answers carry their header names in title case (`Content-Length`, `Content-Type`,
+/// `Date`), as HTTP/1.0-era servers and ThingSpeak itself write them. Header names are
+/// case-insensitive (RFC 9110, section 5.1), but the Arduino ThingSpeak library, which most
+/// ThingSpeak devices run, finds the body by searching the answer's bytes for
+/// `Content-Length:` with a case-sensitive `Stream::find` (`ThingSpeakClass::getHTTPResponse`
+/// in mathworks/thingspeak-arduino): with hyper's lower-case names every write it makes is
+/// stored and then reported to the device as failed (-303), and a device that retries stores
+/// it again. HTTP/2 names stay lower case, as that protocol requires.
+///
+/// A connection that fails (a client that sends garbage, or goes away mid-request) is the
+/// client's business: it is logged at debug level, not as the server's error.
 pub async fn serve<F>(listener: TcpListener, routes: F, shutdown: CancellationToken)
 where
     F: Filter<Extract = (warp::reply::Response,), Error = Infallible>
@@ -209,11 +221,49 @@ where
         + Sync
         + 'static,
 {
-    warp::serve(routes)
-        .incoming(listener)
-        .graceful(async move { shutdown.cancelled().await })
-        .run()
-        .await;
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+    use hyper_util::server::conn::auto;
+
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    loop {
+        let stream = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                Err(e) => {
+                    accept_failed(e).await;
+                    continue;
+                }
+            },
+            () = shutdown.cancelled() => break,
+        };
+        let service = hyper_util::service::TowerToHyperService::new(warp::service(routes.clone()));
+        let watcher = graceful.watcher();
+        tokio::spawn(async move {
+            let mut builder = auto::Builder::new(TokioExecutor::new());
+            builder.http1().title_case_headers(true);
+            let connection = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+            if let Err(e) = watcher.watch(connection).await {
+                tracing::debug!(error = %e, "an HTTP connection ended with an error");
+            }
+        });
+    }
+    drop(listener);
+    graceful.shutdown().await;
+}
+
+/// What a failed `accept` costs: nothing if the connection went away before it was accepted;
+/// otherwise (out of file descriptors, most likely) a warning and a second's pause, so that
+/// the loop does not spin while connections in flight close.
+async fn accept_failed(e: std::io::Error) {
+    use std::io::ErrorKind::{ConnectionAborted, ConnectionRefused, ConnectionReset};
+    if matches!(
+        e.kind(),
+        ConnectionAborted | ConnectionRefused | ConnectionReset
+    ) {
+        return;
+    }
+    tracing::warn!(error = %e, "accepting a connection failed; pausing for a second");
+    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
 }
 
 /// Binds `addr`, logs the address, and serves `routes` in a task until `shutdown`.
@@ -423,7 +473,8 @@ where
 }
 
 /// The credential a request carried: from `Authorization: Bearer`, `X-Api-Key`, ThingSpeak's
-/// `THINGSPEAKAPIKEY` header, or `api_key` in the query string. A request may carry it in
+/// `THINGSPEAKAPIKEY` header (or `X-THINGSPEAKAPIKEY`, as the Arduino ThingSpeak library sends
+/// it), or `api_key` in the query string. A request may carry it in
 /// several of these places, but only as one value: RFC 6750 (section 2) forbids more than one
 /// way of sending a token, and a server that let one valid credential win over a wrong one
 /// would accept a request that also carries a wrong credential. Such a request is
@@ -501,9 +552,14 @@ pub fn credential() -> impl Filter<Extract = (Credential,), Error = std::convert
     warp::header::optional::<String>("authorization")
         .and(warp::header::optional::<String>("x-api-key"))
         .and(warp::header::optional::<String>("thingspeakapikey"))
+        .and(warp::header::optional::<String>("x-thingspeakapikey"))
         .and(warp::query::raw().or(warp::any().map(String::new)).unify())
         .map(
-            |auth: Option<String>, x: Option<String>, ts: Option<String>, query: String| {
+            |auth: Option<String>,
+             x: Option<String>,
+             ts: Option<String>,
+             xts: Option<String>,
+             query: String| {
                 let bearer = auth.and_then(|a| {
                     a.strip_prefix("Bearer ")
                         .or_else(|| a.strip_prefix("bearer "))
@@ -518,6 +574,7 @@ pub fn credential() -> impl Filter<Extract = (Credential,), Error = std::convert
                     ("Authorization", bearer),
                     ("X-Api-Key", x),
                     ("THINGSPEAKAPIKEY", ts),
+                    ("X-THINGSPEAKAPIKEY", xts),
                     ("the api_key parameter", from_query),
                 ])
             },

@@ -2,6 +2,7 @@
 //! and exports their addresses; see `harness` for how the tests find them.
 
 mod api_streams;
+mod arduino;
 mod embedded_crash;
 mod fuzz;
 mod harness;
