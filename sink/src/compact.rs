@@ -1,10 +1,12 @@
 //! Compaction: merging the small files of one (stream, date) into files of the target size,
 //! without breaking exactly-once.
 //!
-//! Files are merged only within one Kafka partition and stream version, in offset order, so a
-//! merged file holds every offset of its (partition, stream, date) between its first and last,
-//! as the archiver's crash recovery expects; it takes the first input's name, so names keep
-//! telling the archiver where each partition stands. A merge is made safe by an intent file:
+//! Files are merged only within one Kafka partition and stream version, in offset order, and
+//! never when their offset ranges overlap (the duplicates of two writers, which reads find by
+//! the overlap and a merge would hide), so a merged file holds every offset of its (partition,
+//! stream, date) between its first and last, as the archiver's crash recovery expects; it takes
+//! the first input's name, so names keep telling the archiver where each partition stands. A
+//! merge is made safe by an intent file:
 //!
 //! 1. the merged file is written under a temporary name and fsynced;
 //! 2. `_compaction.json` records the output and the inputs, and is fsynced;
@@ -186,6 +188,7 @@ pub(crate) fn compact_dir(
     for f in files {
         let fits = run.last().is_some_and(|l: &FileInfo| {
             l.partition == f.partition
+                && f.first > run.iter().map(|r| r.last).max().unwrap_or(l.last)
                 && value(&l.metadata, "thingtotal.stream_version")
                     == value(&f.metadata, "thingtotal.stream_version")
                 && value(&l.metadata, "thingtotal.schema")
@@ -342,24 +345,29 @@ mod tests {
     /// `files` files of `rows` rows each, at consecutive offsets (every other offset, as if
     /// another stream shared the partition).
     fn archive(dir: &Path, files: i64, rows: i64) {
-        let columns = Columns::of(&stream());
         for f in 0..files {
             let offsets: Vec<i64> = (0..rows).map(|r| 2 * (f * rows + r)).collect();
-            let envelopes: Vec<bytes::Bytes> = offsets.iter().map(|o| envelope(*o)).collect();
-            let path = dir.join(file_name(TOPIC, 0, offsets[0]));
-            let kv = |k: &str, v: String| KeyValue::new(k.to_owned(), v);
-            let meta = vec![
-                kv(FIRST_OFFSET, offsets[0].to_string()),
-                kv(LAST_OFFSET, offsets[offsets.len() - 1].to_string()),
-                kv("thingtotal.stream_version", "1".into()),
-                kv("thingtotal.schema", stream().schema.to_string()),
-            ];
-            let batch = columns
-                .decode(&envelopes)
-                .map(|(batch, _)| batch)
-                .map_err(|e| Error::Archive(e.to_string()));
-            write_local(&path, columns.schema(), meta, std::iter::once(batch)).unwrap();
+            archive_file(dir, &offsets);
         }
+    }
+
+    /// One archive file of the rows at `offsets`, named after the first.
+    fn archive_file(dir: &Path, offsets: &[i64]) {
+        let columns = Columns::of(&stream());
+        let envelopes: Vec<bytes::Bytes> = offsets.iter().map(|o| envelope(*o)).collect();
+        let path = dir.join(file_name(TOPIC, 0, offsets[0]));
+        let kv = |k: &str, v: String| KeyValue::new(k.to_owned(), v);
+        let meta = vec![
+            kv(FIRST_OFFSET, offsets[0].to_string()),
+            kv(LAST_OFFSET, offsets[offsets.len() - 1].to_string()),
+            kv("thingtotal.stream_version", "1".into()),
+            kv("thingtotal.schema", stream().schema.to_string()),
+        ];
+        let batch = columns
+            .decode(&envelopes)
+            .map(|(batch, _)| batch)
+            .map_err(|e| Error::Archive(e.to_string()));
+        write_local(&path, columns.schema(), meta, std::iter::once(batch)).unwrap();
     }
 
     /// Every row's seq, sorted, and the number of Parquet files.
@@ -442,6 +450,22 @@ mod tests {
                 .collect();
             assert!(leftovers.is_empty());
         }
+    }
+
+    /// Files whose offset ranges overlap (two writers of one partition, which the archive's
+    /// create-only files leave possible only around a compaction) are not merged: a merge
+    /// would hide the duplicates from the reads, which look for overlapping files.
+    #[test]
+    fn files_whose_offsets_overlap_are_not_merged() {
+        let dir = tempfile::tempdir().unwrap();
+        archive_file(dir.path(), &(0..100).collect::<Vec<_>>());
+        archive_file(dir.path(), &(50..150).collect::<Vec<_>>());
+        archive_file(dir.path(), &(150..200).collect::<Vec<_>>());
+        let before = contents(dir.path());
+        assert_eq!(compact_dir(dir.path(), TOPIC, 1000, None).unwrap(), (3, 2));
+        assert_eq!(contents(dir.path()), (before.0, 2));
+        let (_, kv) = footer(&dir.path().join(file_name(TOPIC, 0, 50))).unwrap();
+        assert_eq!(value(&kv, LAST_OFFSET), Some("199"));
     }
 
     /// A crash after the intent, then a restart late enough for the archiver's recovery to
