@@ -18,7 +18,9 @@
 //! Either way the next compaction (or `thingtotal compact`) finishes the job first. Whether 3
 //! happened is read from the output itself: the merged file's footer carries an id that the
 //! intent records. The temporary file's absence proves nothing, as the archiver's start-up
-//! recovery removes temporary files older than ten minutes, a crashed compaction's included.
+//! recovery removes temporary files older than ten minutes, a crashed compaction's included. An
+//! intent that a crash cut short was never followed by a rename (it is fsynced first), so it
+//! is removed and the inputs stand.
 
 use std::path::{Path, PathBuf};
 
@@ -122,7 +124,17 @@ fn finish_intent(dir: &Path) -> Result<()> {
     let Ok(text) = std::fs::read_to_string(&intent_path) else {
         return Ok(());
     };
-    let intent: Intent = serde_json::from_str(&text)?;
+    let intent: Intent = match serde_json::from_str(&text) {
+        Ok(intent) => intent,
+        Err(e) => {
+            // A crash while the intent was written (step 2): it is fsynced before the rename,
+            // so nothing was renamed and the inputs are whole. The archiver's recovery removes
+            // the temporary file.
+            warn!(dir = %dir.display(), error = %e, "removing an unfinished compaction intent");
+            std::fs::remove_file(&intent_path)?;
+            return sync_dir(&intent_path);
+        }
+    };
     let tmp = dir.join(&intent.tmp);
     if renamed(dir, &intent) {
         for input in intent.inputs.iter().filter(|i| **i != intent.output) {
@@ -466,6 +478,20 @@ mod tests {
         assert_eq!(contents(dir.path()), (before.0, 2));
         let (_, kv) = footer(&dir.path().join(file_name(TOPIC, 0, 50))).unwrap();
         assert_eq!(value(&kv, LAST_OFFSET), Some("199"));
+    }
+
+    #[test]
+    fn an_intent_cut_short_by_a_crash_leaves_the_inputs_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        archive(dir.path(), 4, 50);
+        let (rows, _) = contents(dir.path());
+        assert!(compact_dir(dir.path(), TOPIC, 1000, Some(Step::IntentWritten)).is_err());
+        let intent_path = dir.path().join(INTENT);
+        let text = std::fs::read(&intent_path).unwrap();
+        std::fs::write(&intent_path, &text[..text.len() / 2]).unwrap();
+        assert_eq!(compact_dir(dir.path(), TOPIC, 1000, None).unwrap().1, 1);
+        assert_eq!(contents(dir.path()), (rows, 1));
+        assert!(!intent_path.exists());
     }
 
     /// A crash after the intent, then a restart late enough for the archiver's recovery to
