@@ -502,8 +502,8 @@ async fn a_second_instance_sees_changes_and_a_restart_keeps_every_stream() {
             break;
         }
         assert!(
-            started.elapsed() < Duration::from_secs(1),
-            "the second instance did not see the stream within a second"
+            started.elapsed() < Duration::from_secs(30),
+            "the second instance never saw the stream"
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
