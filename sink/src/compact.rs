@@ -513,28 +513,29 @@ mod tests {
         assert!(!dir.path().join(INTENT).exists());
     }
 
+    /// Makes the intent in `dir` one written before intents recorded the merge's id.
+    fn forget_the_merge_id(dir: &Path) {
+        let intent_path = dir.join(INTENT);
+        let mut intent: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&intent_path).unwrap()).unwrap();
+        intent.as_object_mut().unwrap().remove("id");
+        std::fs::write(&intent_path, intent.to_string()).unwrap();
+    }
+
     #[test]
     fn an_intent_written_before_the_merge_id_is_finished_from_the_offsets() {
         let dir = tempfile::tempdir().unwrap();
         archive(dir.path(), 4, 50);
         let (rows, _) = contents(dir.path());
         crash_then_lose_the_temporary_file(dir.path());
-        let intent_path = dir.path().join(INTENT);
-        let mut intent: serde_json::Value =
-            serde_json::from_slice(&std::fs::read(&intent_path).unwrap()).unwrap();
-        intent.as_object_mut().unwrap().remove("id");
-        std::fs::write(&intent_path, intent.to_string()).unwrap();
+        forget_the_merge_id(dir.path());
         assert_eq!(compact_dir(dir.path(), TOPIC, 1000, None).unwrap().1, 1);
         assert_eq!(contents(dir.path()), (rows.clone(), 1));
         // And once renamed, the old intent removes the inputs the merge replaced.
         let dir = tempfile::tempdir().unwrap();
         archive(dir.path(), 4, 50);
         assert!(compact_dir(dir.path(), TOPIC, 1000, Some(Step::Renamed)).is_err());
-        let intent_path = dir.path().join(INTENT);
-        let mut intent: serde_json::Value =
-            serde_json::from_slice(&std::fs::read(&intent_path).unwrap()).unwrap();
-        intent.as_object_mut().unwrap().remove("id");
-        std::fs::write(&intent_path, intent.to_string()).unwrap();
+        forget_the_merge_id(dir.path());
         assert_eq!(compact_dir(dir.path(), TOPIC, 1000, None).unwrap().1, 1);
         assert_eq!(contents(dir.path()), (rows, 1));
     }
