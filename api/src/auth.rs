@@ -31,9 +31,14 @@ pub(crate) fn require_admin(token: Option<&str>, c: &Credential) -> Result<(), P
             "this endpoint needs the admin token (Authorization: Bearer <token>)",
         )),
         Credential::Key(k) if is_admin(token, k) => Ok(()),
-        Credential::Key(_) => Err(Problem::forbidden("the credential is not the admin token")),
-        Credential::Conflicting(_) => Err(Problem::forbidden(c.conflict().unwrap_or_default())),
+        _ => Err(refused(c, "the credential is not the admin token")),
     }
+}
+
+/// The 403 for a credential that is not the one needed: `detail`, or, for credentials that
+/// disagree, which places they came from.
+fn refused(c: &Credential, detail: &str) -> Problem {
+    Problem::forbidden(c.conflict().unwrap_or_else(|| detail.to_owned()))
 }
 
 /// Classifies the credential against the admin token and a stream's read key. Credentials
@@ -91,9 +96,10 @@ fn key_or_admin(
     match access(token, c, Some(stream)) {
         Access::Admin | Access::Reader => Ok(()),
         Access::Anonymous => Err(Problem::unauthorized(missing)),
-        Access::Wrong => Err(Problem::forbidden(c.conflict().unwrap_or_else(|| {
-            "the credential is neither this stream's read key nor the admin token".into()
-        }))),
+        Access::Wrong => Err(refused(
+            c,
+            "the credential is neither this stream's read key nor the admin token",
+        )),
     }
 }
 
