@@ -5,12 +5,17 @@
 //! for the registry to catch up to the topic's end before it decides the stream does not exist,
 //! and the api waits for its own write to be applied before it answers (read-your-writes).
 //!
+//! The topic also keeps every version of each stream, under `<id>/<version>`
+//! ([`RecordKey`]), so that an entry validated against an older version is stored with that
+//! version's types and columns. A stream's tombstone removes its versions from the registry; the
+//! api writes a tombstone for each of them too, so that compaction drops them from the topic.
+//!
 //! Anyone can send an unknown id, so asking the log for the topic's end must not cost a request
 //! per lookup. One request is in flight at a time, and every lookup that arrived before it was
 //! sent takes its answer: however many unknown ids arrive at once, a part sends the log at most
 //! one request per round trip, and a lookup never decides on an end learnt before it arrived.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
@@ -20,7 +25,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
 use crate::log::{Consumed, Log};
-use crate::stream::{StreamId, StreamRecord};
+use crate::stream::{RecordKey, StreamId, StreamRecord};
 use crate::{Error, Result};
 
 #[derive(Debug, Default)]
@@ -28,6 +33,8 @@ struct Streams {
     by_id: HashMap<StreamId, Arc<StreamRecord>>,
     /// Write key hash → stream, for ThingSpeak's `/update`, whose key is all it names.
     by_write_key: HashMap<String, StreamId>,
+    /// Every version kept of each stream, the current one included.
+    versions: HashMap<StreamId, BTreeMap<u32, Arc<StreamRecord>>>,
 }
 
 impl Streams {
@@ -35,12 +42,44 @@ impl Streams {
         if let Some(old) = self.by_id.remove(&id) {
             self.by_write_key.remove(&old.write_key_sha256);
         }
+        self.versions.remove(&id);
     }
 
     fn insert(&mut self, s: StreamRecord) {
-        self.remove(s.id);
+        if let Some(old) = self.by_id.remove(&s.id) {
+            self.by_write_key.remove(&old.write_key_sha256);
+        }
         self.by_write_key.insert(s.write_key_sha256.clone(), s.id);
-        self.by_id.insert(s.id, Arc::new(s));
+        let s = Arc::new(s);
+        self.versions
+            .entry(s.id)
+            .or_default()
+            .insert(s.version, s.clone());
+        self.by_id.insert(s.id, s);
+    }
+
+    fn apply(&mut self, key: RecordKey, value: Option<&[u8]>, offset: i64) {
+        let parsed = value.map(serde_json::from_slice::<StreamRecord>);
+        match (key, parsed) {
+            (RecordKey::Stream(id), None) => self.remove(id),
+            (RecordKey::Version(id, v), None) => {
+                if let Some(versions) = self.versions.get_mut(&id) {
+                    versions.remove(&v);
+                }
+            }
+            (_, Some(Err(e))) => warn!(offset, error = %e, "registry: bad stream record"),
+            (RecordKey::Stream(id), Some(Ok(s))) if s.id == id => self.insert(s),
+            (RecordKey::Version(id, v), Some(Ok(s))) if s.id == id && s.version == v => {
+                self.versions.entry(id).or_default().insert(v, Arc::new(s));
+            }
+            (key, Some(Ok(s))) => warn!(
+                offset,
+                ?key,
+                id = s.id,
+                version = s.version,
+                "registry: the key does not name the record's stream and version"
+            ),
+        }
     }
 }
 
@@ -104,32 +143,12 @@ impl Registry {
         {
             let mut streams = self.streams.write().expect("registry lock");
             for c in batch {
-                let Some(id) = c
-                    .key
-                    .as_deref()
-                    .and_then(|k| std::str::from_utf8(k).ok())
-                    .and_then(|k| k.parse::<StreamId>().ok())
-                else {
-                    warn!(
+                match c.key.as_deref().and_then(RecordKey::parse) {
+                    Some(key) => streams.apply(key, c.value.as_deref(), c.offset),
+                    None => warn!(
                         offset = c.offset,
                         "registry: skipping a record without a stream id"
-                    );
-                    continue;
-                };
-                match c.value.as_deref() {
-                    None => streams.remove(id),
-                    Some(v) => match serde_json::from_slice::<StreamRecord>(v) {
-                        Ok(s) if s.id == id => streams.insert(s),
-                        Ok(s) => warn!(
-                            offset = c.offset,
-                            key = id,
-                            id = s.id,
-                            "registry: key and id differ"
-                        ),
-                        Err(e) => {
-                            warn!(offset = c.offset, error = %e, "registry: bad stream record")
-                        }
-                    },
+                    ),
                 }
             }
         }
@@ -145,6 +164,47 @@ impl Registry {
             .by_id
             .get(&id)
             .cloned()
+    }
+
+    /// Version `version` of the stream with this id, as the registry knows it now: the current
+    /// record, or one kept from before a change.
+    pub fn version(&self, id: StreamId, version: u32) -> Option<Arc<StreamRecord>> {
+        self.streams
+            .read()
+            .expect("registry lock")
+            .versions
+            .get(&id)?
+            .get(&version)
+            .cloned()
+    }
+
+    /// Every version kept of the stream with this id, oldest first; empty once it is deleted.
+    /// Streams created before versions were kept start at the version current then.
+    pub fn versions(&self, id: StreamId) -> Vec<Arc<StreamRecord>> {
+        let streams = self.streams.read().expect("registry lock");
+        if !streams.by_id.contains_key(&id) {
+            return vec![];
+        }
+        streams
+            .versions
+            .get(&id)
+            .map(|v| v.values().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    /// Version `version` of the stream with this id; if unknown, first waits (up to `timeout`)
+    /// for the registry to catch up with the topic, as [`Registry::lookup`] does.
+    pub async fn lookup_version(
+        &self,
+        id: StreamId,
+        version: u32,
+        timeout: Duration,
+    ) -> Result<Option<Arc<StreamRecord>>> {
+        if let Some(s) = self.version(id, version) {
+            return Ok(Some(s));
+        }
+        self.caught_up(timeout).await?;
+        Ok(self.version(id, version))
     }
 
     /// The stream whose write key hashes to `hash` (hex SHA-256).

@@ -260,9 +260,122 @@ impl StreamRecord {
     }
 }
 
+/// How InfluxDB keeps a field: it fixes a field's type at the first write to a shard.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum InfluxType {
+    Integer,
+    Float,
+    Boolean,
+    String,
+}
+
+impl From<LeafType> for InfluxType {
+    fn from(ty: LeafType) -> Self {
+        match ty {
+            LeafType::Integer => InfluxType::Integer,
+            LeafType::Float => InfluxType::Float,
+            LeafType::Boolean => InfluxType::Boolean,
+            LeafType::String | LeafType::Time | LeafType::Json => InfluxType::String,
+        }
+    }
+}
+
+/// Where InfluxDB keeps each leaf of a stream, across its versions.
+///
+/// InfluxDB refuses a point whose field has another type than the one the field already has, so
+/// a leaf cannot change type under one name. A leaf is written under its stored name
+/// ([`Leaf::stored_name`]) with the type the first version that had it gave it; with any other
+/// type it is written under `<stored name>.v<n>`, where `n` is the first version that gave it
+/// that type. A name therefore always holds one type, and an entry is written under the same
+/// names whichever later versions exist.
+#[derive(Debug, Clone, Default)]
+pub struct FieldKeys {
+    /// Leaf name → the type its first version gave it.
+    first_type: std::collections::HashMap<String, InfluxType>,
+    /// (leaf name, type) → the first version that gave the leaf that type.
+    since: std::collections::HashMap<(String, InfluxType), u32>,
+    /// Leaf name → every (key, type) it is kept under, its own name first.
+    all: std::collections::HashMap<String, Vec<(String, LeafType)>>,
+}
+
+impl FieldKeys {
+    /// The keys of every leaf of `versions` (any order).
+    pub fn of<'a>(versions: impl IntoIterator<Item = &'a StreamRecord>) -> Self {
+        let mut versions: Vec<&StreamRecord> = versions.into_iter().collect();
+        versions.sort_by_key(|v| v.version);
+        let mut keys = FieldKeys::default();
+        for v in versions {
+            for leaf in v.leaves() {
+                let ty = InfluxType::from(leaf.ty);
+                keys.first_type.entry(leaf.name.clone()).or_insert(ty);
+                let fresh = !keys.since.contains_key(&(leaf.name.clone(), ty));
+                keys.since
+                    .entry((leaf.name.clone(), ty))
+                    .or_insert(v.version);
+                if fresh {
+                    let key = keys.key(&leaf).into_owned();
+                    keys.all
+                        .entry(leaf.name.clone())
+                        .or_default()
+                        .push((key, leaf.ty));
+                }
+            }
+        }
+        keys
+    }
+
+    /// The field key of `leaf`, a leaf of one of the versions this was built from.
+    pub fn key<'a>(&self, leaf: &'a Leaf) -> std::borrow::Cow<'a, str> {
+        let ty = InfluxType::from(leaf.ty);
+        match self.first_type.get(&leaf.name) {
+            Some(first) if *first != ty => {
+                let since = self
+                    .since
+                    .get(&(leaf.name.clone(), ty))
+                    .copied()
+                    .unwrap_or(0);
+                format!("{}.v{since}", leaf.stored_name()).into()
+            }
+            _ => leaf.stored_name(),
+        }
+    }
+
+    /// Every key the leaf named `name` is kept under, with the type of its values there: its
+    /// stored name first, then one per later type.
+    pub fn all(&self, name: &str) -> &[(String, LeafType)] {
+        self.all.get(name).map(Vec::as_slice).unwrap_or_default()
+    }
+}
+
 /// The Kafka key for a stream id.
 pub fn key_of(id: StreamId) -> Bytes {
     Bytes::from(id.to_string())
+}
+
+/// The streams topic's key of one version of a stream: `<id>/<version>`.
+pub fn version_key(id: StreamId, version: u32) -> Bytes {
+    Bytes::from(format!("{id}/{version}"))
+}
+
+/// What a key of the streams topic names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RecordKey {
+    /// `<id>`: the stream as it is now.
+    Stream(StreamId),
+    /// `<id>/<version>`: the stream as it was at that version, kept for the entries validated
+    /// against it.
+    Version(StreamId, u32),
+}
+
+impl RecordKey {
+    /// The key read from its bytes, if it is one.
+    pub fn parse(key: &[u8]) -> Option<Self> {
+        let key = std::str::from_utf8(key).ok()?;
+        match key.split_once('/') {
+            None => key.parse().ok().map(RecordKey::Stream),
+            Some((id, v)) => Some(RecordKey::Version(id.parse().ok()?, v.parse().ok()?)),
+        }
+    }
 }
 
 #[cfg(test)]
@@ -288,6 +401,59 @@ pub(crate) mod tests {
             updated_at: DateTime::UNIX_EPOCH,
             write_key_sha256: "w".into(),
             read_key_sha256: "r".into(),
+        }
+    }
+
+    #[test]
+    fn a_leaf_that_changes_type_gets_a_key_per_type() {
+        let mut v1 = sample(42);
+        v1.schema = json!({"type": "object", "properties": {
+            "t": {"type": "number"}, "n": {"type": "integer"}, "seq": {"type": "integer"}}});
+        let mut v2 = v1.clone();
+        v2.version = 2;
+        v2.schema = json!({"type": "object", "properties": {
+            "t": {"type": "integer"}, "n": {"type": "integer"}, "seq": {"type": "string"}}});
+        let mut v3 = v1.clone();
+        v3.version = 3;
+        v3.schema = json!({"type": "object", "properties": {
+            "t": {"type": "number"}, "seq": {"type": "string", "format": "date-time"}}});
+        let mut v4 = v1.clone();
+        v4.version = 4;
+        v4.schema = json!({"type": "object", "properties": {"t": {"type": "integer"}}});
+        let keys = FieldKeys::of([&v4, &v2, &v1, &v3]);
+        let key_of = |v: &StreamRecord, name: &str| {
+            let leaf = v.leaves().into_iter().find(|l| l.name == name).unwrap();
+            keys.key(&leaf).into_owned()
+        };
+        assert_eq!(key_of(&v1, "t"), "t");
+        assert_eq!(key_of(&v2, "t"), "t.v2");
+        assert_eq!(key_of(&v3, "t"), "t", "back to its first type");
+        assert_eq!(key_of(&v4, "t"), "t.v2", "the first version with that type");
+        assert_eq!(key_of(&v2, "n"), "n");
+        // A reserved name keeps its `data.` prefix; a date-time is a string to InfluxDB.
+        assert_eq!(key_of(&v1, "seq"), "data.seq");
+        assert_eq!(key_of(&v2, "seq"), "data.seq.v2");
+        assert_eq!(key_of(&v3, "seq"), "data.seq.v2");
+        assert_eq!(
+            keys.all("t"),
+            [
+                ("t".to_owned(), LeafType::Float),
+                ("t.v2".to_owned(), LeafType::Integer)
+            ]
+        );
+        assert_eq!(keys.all("n"), [("n".to_owned(), LeafType::Integer)]);
+        assert!(keys.all("nope").is_empty());
+    }
+
+    #[test]
+    fn keys_name_a_stream_or_one_of_its_versions() {
+        assert_eq!(RecordKey::parse(&key_of(42)), Some(RecordKey::Stream(42)));
+        assert_eq!(
+            RecordKey::parse(&version_key(42, 3)),
+            Some(RecordKey::Version(42, 3))
+        );
+        for bad in [&b"x"[..], b"42/", b"/3", b"42/3/4", b"42/-1", b"\xff"] {
+            assert_eq!(RecordKey::parse(bad), None, "{bad:?}");
         }
     }
 

@@ -14,7 +14,7 @@
 //! begins a measurement is skipped as white space.
 
 use serde_json::Value;
-use thingtotal_common::stream::{stored_name, LeafType, StreamRecord};
+use thingtotal_common::stream::{stored_name, FieldKeys, LeafType, StreamRecord};
 
 /// A stream's points: which properties are tags, and every field's type by flattened name.
 #[derive(Debug, Clone)]
@@ -28,12 +28,13 @@ pub(crate) struct Layout {
 }
 
 impl Layout {
-    /// The layout of `stream`'s points.
-    pub(crate) fn of(stream: &StreamRecord) -> Self {
+    /// The layout of the points of `stream` (one version of it), with field keys from `keys`
+    /// (built from every version, so that a field never changes type).
+    pub(crate) fn of(stream: &StreamRecord, keys: &FieldKeys) -> Self {
         let mut fields: Vec<_> = stream
             .leaves()
             .into_iter()
-            .map(|l| (l.stored_name().into_owned(), l.path, l.ty))
+            .map(|l| (keys.key(&l).into_owned(), l.path, l.ty))
             .collect();
         fields.retain(|(_, path, _)| {
             !(path.len() == 1
@@ -236,7 +237,7 @@ mod tests {
 
     #[test]
     fn points_follow_the_schema_types() {
-        let layout = Layout::of(&stream());
+        let layout = Layout::of(&stream(), &FieldKeys::default());
         let mut buf = String::new();
         layout.write(
             &mut buf,
@@ -294,7 +295,7 @@ mod tests {
         }))
         .unwrap();
         let mut buf = String::new();
-        Layout::of(&stream).write(
+        Layout::of(&stream, &FieldKeys::default()).write(
             &mut buf,
             &json!({"seq": 5, "entry_id": "mine", "time": "noon", "ts": 1.5, "stream_id": "s-9",
                     "inner": {"seq": 6}}),
@@ -436,7 +437,7 @@ mod proptests {
             note in tricky(),
             entry_id in tricky(),
         ) {
-            let layout = Layout::of(&tests::stream());
+            let layout = Layout::of(&tests::stream(), &FieldKeys::default());
             let mut buf = String::new();
             layout.write(&mut buf, &json!({"site": site, "note": note}), 1, &entry_id, 5);
             // The key (measurement and tags) ends at the first space not after a backslash.

@@ -7,7 +7,7 @@ use chrono::Utc;
 use serde_json::json;
 use thingtotal_common::log::{EmbeddedLog, EmbeddedOptions, Log, Record};
 use thingtotal_common::registry::Registry;
-use thingtotal_common::stream::{key_of, StreamRecord};
+use thingtotal_common::stream::{key_of, version_key, StreamRecord};
 use thingtotal_common::topics::Topics;
 use thingtotal_common::CancellationToken;
 
@@ -39,11 +39,17 @@ async fn round_trip(log: Log, prefix: &str) {
     let t = Duration::from_secs(30);
     let a = stream(1001, 1);
     let b = stream(1002, 1);
-    let b2 = stream(1002, 2);
+    let mut b2 = stream(1002, 2);
+    b2.schema = json!({"type": "object", "properties": {"temperature": {"type": "number"}}});
     for s in [&a, &b, &b2] {
+        // As the api writes them: the version's copy, then the stream.
+        let value = serde_json::to_vec(s).unwrap();
         log.append(
             &topics.streams,
-            vec![Record::new(s.key(), serde_json::to_vec(s).unwrap())],
+            vec![
+                Record::new(version_key(s.id, s.version), value.clone()),
+                Record::new(s.key(), value),
+            ],
         )
         .await
         .unwrap();
@@ -59,6 +65,28 @@ async fn round_trip(log: Log, prefix: &str) {
         "the latest record wins"
     );
     assert_eq!(registry.list().len(), 2);
+    // Every version is kept, with its own schema.
+    let versions = registry.versions(1002);
+    assert_eq!(
+        versions.iter().map(|v| v.version).collect::<Vec<_>>(),
+        [1, 2]
+    );
+    assert_eq!(registry.version(1002, 1).as_deref(), Some(&b));
+    assert_eq!(registry.version(1002, 2).as_deref(), Some(&b2));
+    assert_eq!(registry.version(1002, 3), None);
+    // A record under a version key that names another version is not taken.
+    let pos = log
+        .append(
+            &topics.streams,
+            vec![Record::new(
+                version_key(1002, 7),
+                serde_json::to_vec(&b).unwrap(),
+            )],
+        )
+        .await
+        .unwrap();
+    registry.applied_through(pos[0].offset, t).await.unwrap();
+    assert_eq!(registry.version(1002, 7), None);
     // A tombstone removes the stream from the running registry.
     let pos = log
         .append(
@@ -72,6 +100,12 @@ async fn round_trip(log: Log, prefix: &str) {
         .unwrap();
     registry.applied_through(pos[0].offset, t).await.unwrap();
     assert!(registry.get(1001).is_none());
+    assert!(registry.versions(1001).is_empty());
+    assert_eq!(
+        registry.version(1001, 1),
+        None,
+        "a stream's tombstone drops its versions"
+    );
     assert_eq!(registry.lookup(1001, t).await.unwrap(), None);
     // A stream written behind the registry's back is found by a lookup, which waits to catch up.
     let c = stream(1003, 1);

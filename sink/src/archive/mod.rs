@@ -117,14 +117,30 @@ impl Archiver {
         let Some(file) = self.files.take(key) else {
             return Ok(());
         };
-        let stream = self
-            .part
-            .registry
-            .lookup(key.stream, Duration::from_secs(5))
-            .await?;
+        // A file holds one stream version, and is written with that version's columns and
+        // schema: the rows were validated against it, whatever the stream is now.
+        let registry = &self.part.registry;
+        let timeout = Duration::from_secs(5);
+        let stream = match registry
+            .lookup_version(key.stream, file.version, timeout)
+            .await?
+        {
+            Some(s) => Some(s),
+            None => {
+                let current = registry.get(key.stream);
+                if let Some(c) = &current {
+                    // A stream created before versions were kept may lack its older ones.
+                    warn!(
+                        stream = key.stream,
+                        version = file.version,
+                        current = c.version,
+                        "this version of the stream is not kept; archiving with the current one's columns"
+                    );
+                }
+                current
+            }
+        };
         let (columns, schema_json) = match &stream {
-            // Files are written with the schema of the version their rows were validated against;
-            // if the registry has moved on, the rows still fit the current columns by name.
             Some(s) => (Columns::of(s), s.schema.to_string()),
             None => {
                 warn!(

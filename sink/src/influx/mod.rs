@@ -24,10 +24,10 @@ use thingtotal_common::consumer::{self, Commit, Drain, Handled, Handler};
 use thingtotal_common::dead_letter::{Kind, Reason, Stage, Violation};
 use thingtotal_common::log::{positions_after, Consumed, GroupConsumer, GroupOptions, Record};
 use thingtotal_common::part::Part;
-use thingtotal_common::stream::StreamId;
+use thingtotal_common::stream::{FieldKeys, StreamId};
 use thingtotal_common::time::{envelope_micros, point_time};
 use thingtotal_common::CancellationToken;
-use tracing::info;
+use tracing::{info, warn};
 
 pub use write::InfluxTarget;
 
@@ -50,27 +50,38 @@ pub(crate) struct Envelope<'a> {
     data: serde_json::Value,
 }
 
-/// The layout of the stream version an entry was validated against. The registry holds the
-/// current version; if it is behind the entry's, it is given time to catch up. A layout is only
-/// built from the version it is cached under.
+/// The layout of the stream version an entry was validated against: that version's fields,
+/// tags and measurement, with field keys that keep every field at one type across versions
+/// ([`FieldKeys`]). A version the registry has not applied yet is waited for. A stream created
+/// before versions were kept may lack its older ones: such an entry gets the current version's
+/// layout, as it always did. `None` once the stream is deleted.
 async fn layout_for(
     part: &Part,
     entry: &Envelope<'_>,
 ) -> thingtotal_common::Result<Option<Layout>> {
     let timeout = Duration::from_secs(5);
-    let Some(mut stream) = part.registry.lookup(entry.stream_id, timeout).await? else {
-        return Ok(None);
-    };
-    if stream.version < entry.stream_version {
-        part.registry.caught_up(timeout).await?;
-        match part.registry.get(entry.stream_id) {
-            Some(s) => stream = s,
+    let registry = &part.registry;
+    let stream = match registry
+        .lookup_version(entry.stream_id, entry.stream_version, timeout)
+        .await?
+    {
+        Some(s) => s,
+        None => match registry.get(entry.stream_id) {
+            Some(current) => {
+                warn!(
+                    stream = entry.stream_id,
+                    version = entry.stream_version,
+                    current = current.version,
+                    "this version of the stream is not kept; writing with the current one's layout"
+                );
+                current
+            }
             None => return Ok(None),
-        }
-    }
-    // A newer version (the entry was validated before a change) keeps the field types of the
-    // current schema: a field never changes type in InfluxDB, whatever the entry's version.
-    Ok(Some(Layout::of(&stream)))
+        },
+    };
+    let versions = registry.versions(entry.stream_id);
+    let keys = FieldKeys::of(versions.iter().map(|v| &**v));
+    Ok(Some(Layout::of(&stream, &keys)))
 }
 
 /// Parsed `entries.valid` records: the envelope, or why it could not be read.
