@@ -224,7 +224,7 @@ pub(crate) async fn list(
 ) -> Result<Response, Problem> {
     let p: EntriesParams = parse(query)?;
     let stream = readable(&api, id, &c).await?;
-    let shape = Shape::of(&stream);
+    let shape = api.shape(&stream);
     let csv = wants_csv(p.format.as_deref(), accept.as_deref())?;
     let source = api.reads.pick(source(p.source.as_deref())?)?;
     let now = Utc::now();
@@ -487,7 +487,7 @@ pub(crate) async fn latest(
 ) -> Result<Response, Problem> {
     let p: LatestParams = parse(query)?;
     let stream = readable(&api, id, &c).await?;
-    let shape = Shape::of(&stream);
+    let shape = api.shape(&stream);
     let source = api.reads.pick(source(p.source.as_deref())?)?;
     let rows = api.reads.newest(source, &shape, 1).await?;
     let row = rows

@@ -5,6 +5,7 @@
 //! reads its own writes; other instances see it as soon as their registries apply it.
 
 mod auth;
+mod compat;
 pub mod entries;
 pub mod openapi;
 mod read;
@@ -155,6 +156,14 @@ impl Api {
         self
     }
 
+    /// What the stores hold of `stream`: its current version and every earlier one kept.
+    pub(crate) fn shape(
+        &self,
+        stream: &thingtotal_common::stream::StreamRecord,
+    ) -> read::shape::Shape {
+        read::shape::Shape::across(stream, &self.part.registry.versions(stream.id))
+    }
+
     pub(crate) fn admin_token(&self) -> Option<&str> {
         self.admin_token.as_deref()
     }
@@ -232,7 +241,7 @@ fn raw_query() -> impl Filter<Extract = (String,), Error = std::convert::Infalli
 
 /// The api's routes (without `/health` and `/metrics`, which every part serves).
 pub fn routes(api: Api) -> BoxedFilter<(Response,)> {
-    use streams::{create, delete, get, list, rotate, update};
+    use streams::{create, delete, get, list, rotate, update, version, versions};
     // The document says which sources this server reads from.
     let document = Arc::new(api.reads.narrow((*api.document).clone()));
     let state = warp::any().map(move || api.clone());
@@ -278,10 +287,34 @@ pub fn routes(api: Api) -> BoxedFilter<(Response,)> {
         .and(warp::put())
         .and(state.clone())
         .and(http::credential())
+        .and(raw_query())
         .and(body())
-        .then(|id, a, c, b| {
+        .then(|id, a, c, q: String, b| {
             measured("update_stream", async move {
-                respond(update(a, id, c, b).await).await
+                respond(update(a, id, c, &q, b).await).await
+            })
+        });
+    let versions = one()
+        .and(warp::path("versions"))
+        .and(warp::path::end())
+        .and(warp::get())
+        .and(state.clone())
+        .and(http::credential())
+        .then(|id, a, c| {
+            measured("stream_versions", async move {
+                respond(versions(a, id, c).await).await
+            })
+        });
+    let version = one()
+        .and(warp::path("versions"))
+        .and(warp::path::param::<u32>())
+        .and(warp::path::end())
+        .and(warp::get())
+        .and(state.clone())
+        .and(http::credential())
+        .then(|id, n, a, c| {
+            measured("stream_version", async move {
+                respond(version(a, id, n, c).await).await
             })
         });
     let delete = one()
@@ -356,6 +389,10 @@ pub fn routes(api: Api) -> BoxedFilter<(Response,)> {
         .or(delete)
         .unify()
         .or(rotate)
+        .unify()
+        .or(versions)
+        .unify()
+        .or(version)
         .unify()
         .or(entries)
         .unify()

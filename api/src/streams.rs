@@ -133,6 +133,57 @@ pub struct StreamWithKeys {
     pub read_key: Option<String>,
 }
 
+/// One version of a stream: what its entries validated against it were checked and stored with.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct StreamVersion {
+    /// The version, from 1.
+    pub version: u32,
+    /// The JSON Schema of one entry at this version.
+    #[schema(value_type = Object)]
+    pub schema: Value,
+    /// The properties field1..field8 mapped onto.
+    pub fields: Vec<String>,
+    /// Properties stored as InfluxDB tags.
+    pub tags: Vec<String>,
+    /// The property holding the reading's time, if any.
+    pub timestamp_field: Option<String>,
+    /// The InfluxDB measurement.
+    pub measurement: String,
+    /// When this version was written.
+    pub since: DateTime<Utc>,
+}
+
+impl From<&StreamRecord> for StreamVersion {
+    fn from(s: &StreamRecord) -> Self {
+        Self {
+            version: s.version,
+            schema: s.schema.clone(),
+            fields: s.field_names(),
+            tags: s.tags.clone(),
+            timestamp_field: s.timestamp_field.clone(),
+            measurement: s.measurement(),
+            since: s.updated_at,
+        }
+    }
+}
+
+/// Every version kept of a stream.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct StreamVersions {
+    /// Oldest first. Streams created before versions were kept start at the version current
+    /// then.
+    pub versions: Vec<StreamVersion>,
+}
+
+/// Whether a change may break the stream's entries.
+#[derive(Debug, Clone, Default, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct UpdateParams {
+    /// Accept a breaking change (see the 409 answer for what breaks).
+    #[serde(default)]
+    pub force: bool,
+}
+
 /// A page of streams.
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct StreamPage {
@@ -303,27 +354,48 @@ fn json(status: StatusCode, body: &impl Serialize) -> Response {
 }
 
 /// Appends a stream record (or a tombstone) and waits until this registry applied it.
+/// Writes a stream's record, or its tombstone, and waits until this api's registry applied it.
+/// A record goes with a copy under its version's key, written first; a tombstone goes after
+/// one for each version kept, so that compaction drops them all.
 async fn write(api: &Api, id: StreamId, record: Option<&StreamRecord>) -> Result<(), Problem> {
-    let key = thingtotal_common::stream::key_of(id);
-    let r = match record {
-        Some(s) => Record::new(
-            key,
-            serde_json::to_vec(s).map_err(|e| Problem::bad_request(e.to_string()))?,
-        ),
-        None => Record {
-            key: Some(key),
-            ..Record::default()
-        },
+    use thingtotal_common::stream::{key_of, version_key};
+    let records = match record {
+        Some(s) => {
+            let value = bytes::Bytes::from(
+                serde_json::to_vec(s).map_err(|e| Problem::bad_request(e.to_string()))?,
+            );
+            vec![
+                Record::new(version_key(id, s.version), value.clone()),
+                Record::new(key_of(id), value),
+            ]
+        }
+        None => {
+            let tombstone = |key| Record {
+                key: Some(key),
+                ..Record::default()
+            };
+            let mut records: Vec<Record> = api
+                .part
+                .registry
+                .versions(id)
+                .iter()
+                .map(|v| tombstone(version_key(id, v.version)))
+                .collect();
+            records.push(tombstone(key_of(id)));
+            records
+        }
     };
     let pos = api
         .part
         .log
-        .append(&api.part.topics.streams, vec![r])
+        .append(&api.part.topics.streams, records)
         .await?;
-    api.part
-        .registry
-        .applied_through(pos[0].offset, APPLY_TIMEOUT)
-        .await?;
+    if let Some(last) = pos.iter().map(|p| p.offset).max() {
+        api.part
+            .registry
+            .applied_through(last, APPLY_TIMEOUT)
+            .await?;
+    }
     Ok(())
 }
 
@@ -456,16 +528,70 @@ pub(crate) async fn get(api: Api, id: StreamId, c: Credential) -> Result<Respons
     Ok(json(StatusCode::OK, &Stream::from(&*s)))
 }
 
-/// Replace a stream's definition. The version goes up by one; the id and keys stay.
-#[utoipa::path(put, path = "/api/streams/{id}", tag = "streams",
+/// Every version kept of a stream: public streams need no key; private ones the read key or the
+/// admin token.
+#[utoipa::path(get, path = "/api/streams/{id}/versions", tag = "streams",
     params(("id" = u64, Path, description = "Stream id")),
+    responses(
+        (status = 200, description = "The versions, oldest first", body = StreamVersions),
+        (status = 401, description = "Private stream, no credentials", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Wrong credentials", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such stream", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "The log did not answer; retry after Retry-After", body = Problem, content_type = "application/problem+json"),
+    ))]
+pub(crate) async fn versions(api: Api, id: StreamId, c: Credential) -> Result<Response, Problem> {
+    let s = existing(&api, id).await?;
+    auth::require_read(api.admin_token(), &c, &s)?;
+    let versions = api
+        .part
+        .registry
+        .versions(id)
+        .iter()
+        .map(|v| StreamVersion::from(&**v))
+        .collect();
+    Ok(json(StatusCode::OK, &StreamVersions { versions }))
+}
+
+/// One version of a stream, with the same access as the stream.
+#[utoipa::path(get, path = "/api/streams/{id}/versions/{version}", tag = "streams",
+    params(("id" = u64, Path, description = "Stream id"),
+           ("version" = u32, Path, description = "Version, from 1", minimum = 1)),
+    responses(
+        (status = 200, description = "The version", body = StreamVersion),
+        (status = 401, description = "Private stream, no credentials", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Wrong credentials", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such stream, or no such version kept", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "The log did not answer; retry after Retry-After", body = Problem, content_type = "application/problem+json"),
+    ))]
+pub(crate) async fn version(
+    api: Api,
+    id: StreamId,
+    version: u32,
+    c: Credential,
+) -> Result<Response, Problem> {
+    let s = existing(&api, id).await?;
+    auth::require_read(api.admin_token(), &c, &s)?;
+    let v = api.part.registry.version(id, version).ok_or_else(|| {
+        Problem::not_found(format!(
+            "stream {id} has no version {version} (its versions are listed at /api/streams/{id}/versions)"
+        ))
+    })?;
+    Ok(json(StatusCode::OK, &StreamVersion::from(&*v)))
+}
+
+/// Replace a stream's definition. The version goes up by one; the id and keys stay. A change
+/// that breaks the entries stored so far is refused with 409 naming each break, unless `force`
+/// is set; earlier entries keep the version they were stored with either way.
+#[utoipa::path(put, path = "/api/streams/{id}", tag = "streams",
+    params(("id" = u64, Path, description = "Stream id"), UpdateParams),
     request_body = StreamDefinition,
     responses(
         (status = 200, description = "The changed stream", body = Stream),
-        (status = 400, description = "Not JSON", body = Problem, content_type = "application/problem+json"),
+        (status = 400, description = "Not JSON, or a bad parameter", body = Problem, content_type = "application/problem+json"),
         (status = 401, description = "No credentials", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "Not the admin token", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such stream", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "A breaking change without force=true; `errors` names each break", body = Problem, content_type = "application/problem+json"),
         (status = 413, description = "Body too large", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "Invalid definition", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "The log did not answer; retry after Retry-After", body = Problem, content_type = "application/problem+json"),
@@ -475,13 +601,41 @@ pub(crate) async fn update(
     api: Api,
     id: StreamId,
     c: Credential,
+    query: &str,
     body: bytes::Bytes,
 ) -> Result<Response, Problem> {
     auth::require_admin(api.admin_token(), &c)?;
+    let p: UpdateParams = serde_urlencoded::from_str(query)
+        .map_err(|e| Problem::bad_request(format!("bad query parameter: {e}")))?;
     let _one_change = api.changing().await;
     let old = existing(&api, id).await?;
     let d: StreamDefinition = parse_body(&body)?;
     check(&d)?;
+    let breaks = crate::compat::breaks(&old, &d);
+    if !breaks.is_empty() {
+        if !p.force {
+            crate::telemetry::breaking_change_refused();
+            tracing::info!(
+                stream = id,
+                breaks = breaks.len(),
+                "breaking change refused"
+            );
+            let detail = format!(
+                "this change breaks the stream's entries in {} way(s); send it again with \
+                 ?force=true to accept that (entries stored so far keep version {})",
+                breaks.len(),
+                old.version
+            );
+            return Err(Problem::conflict(detail, breaks));
+        }
+        tracing::warn!(
+            stream = id,
+            version = old.version + 1,
+            breaks = ?breaks.iter().map(|b| &b.pointer).collect::<Vec<_>>(),
+            "breaking change accepted with force=true"
+        );
+    }
+    crate::telemetry::schema_changed(!breaks.is_empty());
     let record = StreamRecord {
         name: d.name,
         description: d.description,

@@ -7,6 +7,8 @@ use metrics::Unit;
 const REQUESTS: &str = "thingtotal_api_requests_total";
 const LATENCY: &str = "thingtotal_api_request_seconds";
 const DEAD_LETTER_READERS: &str = "thingtotal_api_dead_letter_readers_opened_total";
+const SCHEMA_CHANGES: &str = "thingtotal_api_stream_changes_total";
+const BREAKING_REFUSED: &str = "thingtotal_api_breaking_changes_refused_total";
 
 /// Describes the api's metrics to the recorder.
 pub(crate) fn describe() {
@@ -25,6 +27,26 @@ pub(crate) fn describe() {
         Unit::Count,
         "Readers of the dead-letter topic opened for searches of rejected entries"
     );
+    metrics::describe_counter!(
+        SCHEMA_CHANGES,
+        Unit::Count,
+        "Stream definitions changed, by whether the change was breaking (accepted with force=true)"
+    );
+    metrics::describe_counter!(
+        BREAKING_REFUSED,
+        Unit::Count,
+        "Breaking changes of a stream's definition refused with 409 (no force=true)"
+    );
+}
+
+/// A stream's definition changed; `breaking` if it was accepted with `force=true`.
+pub(crate) fn schema_changed(breaking: bool) {
+    metrics::counter!(SCHEMA_CHANGES, "breaking" => breaking.to_string()).increment(1);
+}
+
+/// A breaking change was refused.
+pub(crate) fn breaking_change_refused() {
+    metrics::counter!(BREAKING_REFUSED).increment(1);
 }
 
 /// A search of rejected entries found no idle reader and opened one.

@@ -127,6 +127,14 @@ impl Problem {
         Self::new(StatusCode::NOT_FOUND, "not-found", detail)
     }
 
+    /// 409: a change that conflicts with what is stored; `errors` names each conflict.
+    pub fn conflict(detail: impl Into<String>, errors: Vec<Violation>) -> Self {
+        Self {
+            errors,
+            ..Self::new(StatusCode::CONFLICT, "conflict", detail)
+        }
+    }
+
     /// 422: well-formed JSON that is not a valid definition.
     pub fn invalid(errors: Vec<Violation>) -> Self {
         let detail = errors

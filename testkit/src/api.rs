@@ -82,3 +82,19 @@ pub async fn read_entries(
         }
     }
 }
+
+/// `GET url` with the key `key` (as `X-Api-Key`) if there is one: the status and the body as
+/// JSON (`null` if it is not JSON).
+pub async fn get_json(
+    url: &str,
+    key: Option<&str>,
+) -> anyhow::Result<(reqwest::StatusCode, Value)> {
+    let mut request = reqwest::Client::new().get(url);
+    if let Some(key) = key {
+        request = request.header("x-api-key", key);
+    }
+    let r = request.send().await?;
+    let status = r.status();
+    let body = r.bytes().await?;
+    Ok((status, serde_json::from_slice(&body).unwrap_or(Value::Null)))
+}

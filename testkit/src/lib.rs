@@ -13,7 +13,7 @@ mod fixtures;
 mod process;
 mod services;
 
-pub use api::{create_stream, read_entries, CreatedStream, ADMIN_TOKEN};
+pub use api::{create_stream, get_json, read_entries, CreatedStream, ADMIN_TOKEN};
 pub use fixtures::{
     count, feed_valid, influx_database, influxql, kafka, parquet_files, pipeline, random_prefix,
     start_api, start_part, stream, walk, Pipeline,

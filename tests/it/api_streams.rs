@@ -623,6 +623,8 @@ async fn the_openapi_document_matches_the_routes_both_ways() {
         ("GET", "/api/streams/{id}/entries"),
         ("GET", "/api/streams/{id}/entries/latest"),
         ("GET", "/api/streams/{id}/rejected"),
+        ("GET", "/api/streams/{id}/versions"),
+        ("GET", "/api/streams/{id}/versions/{version}"),
         ("GET", "/channels/{id}.json"),
         ("GET", "/channels/{id}/feeds.json"),
         ("GET", "/channels/{id}/feeds.csv"),
@@ -654,7 +656,9 @@ async fn the_openapi_document_matches_the_routes_both_ways() {
         let url = format!(
             "{}{}",
             api.base,
-            path.replace("{id}", &id.to_string()).replace("{n}", "1")
+            path.replace("{id}", &id.to_string())
+                .replace("{n}", "1")
+                .replace("{version}", "1")
         );
         let body = match (method.as_str(), path.as_str()) {
             ("PUT", _) | ("POST", "/api/streams") => Some(definition("doc", false)),

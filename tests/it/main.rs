@@ -4,6 +4,7 @@
 mod api_streams;
 mod arduino;
 mod embedded_crash;
+mod evolution;
 mod fuzz;
 mod harness;
 mod influx;

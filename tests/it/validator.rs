@@ -418,7 +418,7 @@ async fn a_schema_change_takes_effect_and_the_version_is_recorded() {
     read_topic(&topics.valid, 1, Duration::from_secs(60)).await;
     // Version 2 caps t at 50.
     let r = Client::new()
-        .put(format!("{}/api/streams/{id}", api.base))
+        .put(format!("{}/api/streams/{id}?force=true", api.base))
         .bearer_auth(ADMIN_TOKEN)
         .json(&json!({"name": "s", "schema": {"type": "object", "properties": {"t": {"type": "number", "maximum": 50}}}}))
         .send()

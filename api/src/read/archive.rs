@@ -36,6 +36,7 @@ use thingtotal_common::archive::{
 };
 use thingtotal_common::envelope::format_time;
 use thingtotal_common::problem::Problem;
+use thingtotal_common::stream::LeafType;
 
 use super::shape::{coerce, float, Shape};
 use super::{point_key, AggQuery, Aggregator, EntriesQuery, Range, Row, Windows};
@@ -391,16 +392,21 @@ async fn read_group(
                 .map(|(c, leaf)| {
                     let (array, nested) = (*c)?;
                     let v = value_at(array, row)?;
-                    let v = if nested.is_empty() {
-                        v
-                    } else {
-                        let parsed: Value = match v {
-                            Value::String(s) => serde_json::from_str(&s).ok()?,
-                            other => other,
-                        };
-                        nested.iter().try_fold(&parsed, |v, p| v.get(p))?.clone()
+                    if nested.is_empty() {
+                        return coerce(as_stored(array.data_type(), leaf.ty), v);
+                    }
+                    let parsed: Value = match v {
+                        Value::String(s) => serde_json::from_str(&s).ok()?,
+                        other => other,
                     };
-                    coerce(leaf.ty, v)
+                    let v = nested.iter().try_fold(&parsed, |v, p| v.get(p))?.clone();
+                    // A nested value is as its entry carried it; only a time is normalised.
+                    let ty = match (&v, leaf.ty) {
+                        (Value::String(_), LeafType::Time) => LeafType::Time,
+                        (Value::String(_), _) => LeafType::String,
+                        _ => LeafType::Json,
+                    };
+                    coerce(ty, v)
                 })
                 .collect();
             sink(Row {
@@ -413,6 +419,21 @@ async fn read_group(
         }
     }
     Ok(())
+}
+
+/// The type a file's column holds a leaf as: the file's own, since it was written with the
+/// stream version of its rows, which may not be the current one (a string column stays a string
+/// whatever the leaf is now). Text columns are read as the current type says (JSON text parsed)
+/// only when that type is text too.
+fn as_stored(column: &DataType, current: LeafType) -> LeafType {
+    match column {
+        DataType::Int64 | DataType::Int32 => LeafType::Integer,
+        DataType::Float64 => LeafType::Float,
+        DataType::Boolean => LeafType::Boolean,
+        DataType::Timestamp(..) => LeafType::Time,
+        _ if matches!(current, LeafType::String | LeafType::Json | LeafType::Time) => current,
+        _ => LeafType::String,
+    }
 }
 
 /// One cell as JSON: numbers, booleans, strings, timestamps as RFC 3339; null as `None`.

@@ -9,6 +9,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use serde_json::Value;
 use thingtotal_common::problem::Problem;
+use thingtotal_common::stream::LeafType;
 
 use super::shape::{coerce, Shape};
 use super::{AggQuery, EntriesQuery, Row, Windows};
@@ -142,8 +143,10 @@ impl InfluxReader {
 
     pub(crate) fn entries_query(shape: &Shape, q: &EntriesQuery) -> String {
         let mut s = String::from("SELECT \"seq\", \"entry_id\"");
-        for l in &shape.leaves {
-            let _ = write!(s, ", {}", ident(&l.stored_name()));
+        for keys in &shape.keys {
+            for (key, _) in keys {
+                let _ = write!(s, ", {}", ident(key));
+            }
         }
         s.push_str(&Self::from_where(shape, q.range.start_us, q.range.end_us));
         if let Some(c) = q.after {
@@ -158,16 +161,15 @@ impl InfluxReader {
 
     pub(crate) fn aggregate_query(shape: &Shape, q: &AggQuery) -> String {
         let mut s = String::from("SELECT ");
-        for (i, &leaf) in q.leaves.iter().enumerate() {
-            if i > 0 {
-                s.push_str(", ");
+        let mut column = 0;
+        for &leaf in &q.leaves {
+            for (key, _) in &shape.keys[leaf] {
+                if column > 0 {
+                    s.push_str(", ");
+                }
+                let _ = write!(s, "{}({}) AS \"v{column}\"", q.agg.name(), ident(key));
+                column += 1;
             }
-            let _ = write!(
-                s,
-                "{}({}) AS \"v{i}\"",
-                q.agg.name(),
-                ident(&shape.leaves[leaf].stored_name())
-            );
         }
         s.push_str(&Self::from_where(shape, q.range.start_us, q.range.end_us));
         let _ = write!(s, " GROUP BY time({}u) fill(null)", q.window_us);
@@ -182,25 +184,28 @@ impl InfluxReader {
         let series = self.query(&Self::entries_query(shape, q)).await?;
         let mut rows = Vec::new();
         for s in series {
-            // time, seq, entry_id, then one column per leaf, in the order selected.
-            if s.columns.len() != shape.leaves.len() + 3 {
+            // time, seq, entry_id, then one column per key of each leaf, in the order selected.
+            let selected: usize = shape.keys.iter().map(Vec::len).sum();
+            if s.columns.len() != selected + 3 {
                 return Err(Problem::unavailable(
                     "InfluxDB's answer did not have the columns asked for",
-                    &format!(
-                        "{} columns for {} selected",
-                        s.columns.len(),
-                        shape.leaves.len() + 3
-                    ),
+                    &format!("{} columns for {} selected", s.columns.len(), selected + 3),
                 ));
             }
             for mut v in s.values {
                 let key = v[0].as_i64().unwrap_or_default();
                 let seq = v[1].as_u64().unwrap_or_default();
                 let entry_id = v[2].as_str().unwrap_or_default().to_owned();
-                let values = v
-                    .drain(3..)
-                    .zip(&shape.leaves)
-                    .map(|(v, l)| coerce(l.ty, v))
+                let mut cells = v.drain(3..);
+                // A point holds a leaf under the one key of its version's type.
+                let values = shape
+                    .keys
+                    .iter()
+                    .map(|keys| {
+                        keys.iter()
+                            .filter_map(|(_, ty)| coerce(*ty, cells.next()?))
+                            .fold(None, |found, v| found.or(Some(v)))
+                    })
                     .collect();
                 rows.push(Row {
                     key,
@@ -224,9 +229,18 @@ impl InfluxReader {
                     let Some(window) = out.get_mut(((t_us - first) / q.window_us) as usize) else {
                         continue;
                     };
-                    for (j, (cell, &leaf)) in window.iter_mut().zip(&q.leaves).enumerate() {
+                    let mut column = 1;
+                    for (cell, &leaf) in window.iter_mut().zip(&q.leaves) {
                         let ty = q.agg.result_type(shape.leaves[leaf].ty);
-                        *cell = v.get(j + 1).cloned().and_then(|v| coerce(ty, v));
+                        let keys = &shape.keys[leaf];
+                        let values: Vec<Option<Value>> = keys
+                            .iter()
+                            .map(|_| {
+                                column += 1;
+                                v.get(column - 1).cloned().and_then(|v| coerce(ty, v))
+                            })
+                            .collect();
+                        *cell = combine(q.agg, ty, keys, shape.leaves[leaf].ty, values);
                     }
                 }
             }
@@ -237,6 +251,43 @@ impl InfluxReader {
             }
         }
         Ok(out)
+    }
+}
+
+/// One window's aggregate of a leaf kept under several keys (a version changed its type), from
+/// the aggregate of each key. Counts and sums add up, minimums and maximums compare; the others
+/// cannot be combined from per-key results, so they are those of the key of the leaf's newest
+/// type (`newest`), or of the first key with a value.
+fn combine(
+    agg: super::Agg,
+    ty: LeafType,
+    keys: &[(String, LeafType)],
+    newest: LeafType,
+    values: Vec<Option<Value>>,
+) -> Option<Value> {
+    use super::Agg;
+    if values.len() == 1 {
+        return values.into_iter().next().flatten();
+    }
+    let numbers = || values.iter().flatten().filter_map(Value::as_f64);
+    let as_type = |f: f64| coerce(ty, super::shape::float(f));
+    match agg {
+        Agg::Count => Some(Value::from(
+            values
+                .iter()
+                .flatten()
+                .filter_map(Value::as_i64)
+                .sum::<i64>(),
+        )),
+        Agg::Sum if values.iter().any(Option::is_some) => as_type(numbers().sum()),
+        Agg::Min => numbers().reduce(f64::min).and_then(as_type),
+        Agg::Max => numbers().reduce(f64::max).and_then(as_type),
+        _ => {
+            let newest_at = keys.iter().position(|(_, t)| *t == newest);
+            newest_at
+                .and_then(|i| values.get(i).cloned().flatten())
+                .or_else(|| values.into_iter().flatten().next())
+        }
     }
 }
 
@@ -265,6 +316,8 @@ mod tests {
                 name: "t".into(),
                 ty: LeafType::Float,
             }],
+            keys: vec![vec![("t".into(), LeafType::Float)]],
+            earlier_fields: vec![],
         }
     }
 

@@ -3,7 +3,7 @@
 
 use serde_json::{Map, Value};
 use thingtotal_common::envelope::format_time;
-use thingtotal_common::stream::{Leaf, LeafType, StreamRecord};
+use thingtotal_common::stream::{FieldKeys, Leaf, LeafType, StreamRecord};
 use thingtotal_common::time::parse_device_time;
 
 /// What the backends read of one stream.
@@ -11,18 +11,73 @@ use thingtotal_common::time::parse_device_time;
 pub(crate) struct Shape {
     pub(crate) stream_id: u64,
     pub(crate) measurement: String,
-    /// Every leaf of the schema but the `timestamp_field`, which is the entry's `ts`.
+    /// Every leaf of the schema but the `timestamp_field`, which is the entry's `ts`: the
+    /// current version's leaves in its order, then those only earlier versions had, newest first.
+    /// Each has the type of the newest version that has it.
     pub(crate) leaves: Vec<Leaf>,
+    /// For each leaf, every InfluxDB field key it is kept under with the type of its values there
+    /// ([`FieldKeys`]): one, unless a version changed its type.
+    pub(crate) keys: Vec<Vec<(String, LeafType)>>,
+    /// For each ThingSpeak field (field1 first), the other properties earlier versions mapped
+    /// it onto, newest first: a channel's field keeps its values when its property is renamed.
+    pub(crate) earlier_fields: Vec<Vec<String>>,
 }
 
 impl Shape {
+    /// The shape of a stream with only its current version.
+    #[cfg(test)]
     pub(crate) fn of(stream: &StreamRecord) -> Self {
-        let mut leaves = stream.leaves();
-        leaves.retain(|l| !(l.path.len() == 1 && stream.timestamp_field.as_ref() == Some(&l.name)));
+        Self::across(stream, &[])
+    }
+
+    /// The shape of `current` and every earlier version kept of it (`versions`, any order; the
+    /// current one may be among them): a read over a range that spans versions finds every
+    /// value each version stored.
+    pub(crate) fn across(
+        current: &StreamRecord,
+        versions: &[std::sync::Arc<StreamRecord>],
+    ) -> Self {
+        let mut newest_first: Vec<&StreamRecord> = versions
+            .iter()
+            .map(|v| &**v)
+            .filter(|v| v.version < current.version)
+            .collect();
+        newest_first.sort_by_key(|v| std::cmp::Reverse(v.version));
+        let mut leaves: Vec<Leaf> = Vec::new();
+        for v in std::iter::once(current).chain(newest_first.iter().copied()) {
+            for l in v.leaves() {
+                let is_ts = l.path.len() == 1 && v.timestamp_field.as_ref() == Some(&l.name);
+                if !is_ts && !leaves.iter().any(|known| known.name == l.name) {
+                    leaves.push(l);
+                }
+            }
+        }
+        let field_keys =
+            FieldKeys::of(std::iter::once(current).chain(newest_first.iter().copied()));
+        let keys = leaves
+            .iter()
+            .map(|l| match field_keys.all(&l.name) {
+                [] => vec![(l.stored_name().into_owned(), l.ty)],
+                all => all.to_vec(),
+            })
+            .collect();
+        let current_fields = current.field_names();
+        let mut earlier_fields: Vec<Vec<String>> = vec![Vec::new(); current_fields.len()];
+        for v in &newest_first {
+            for (i, name) in v.field_names().into_iter().enumerate() {
+                if let Some(earlier) = earlier_fields.get_mut(i) {
+                    if current_fields[i] != name && !earlier.contains(&name) {
+                        earlier.push(name);
+                    }
+                }
+            }
+        }
         Self {
-            stream_id: stream.id,
-            measurement: stream.measurement(),
+            stream_id: current.id,
+            measurement: current.measurement(),
             leaves,
+            keys,
+            earlier_fields,
         }
     }
 
@@ -146,6 +201,41 @@ mod tests {
             data,
             json!({"t": 1.5, "gps": {"lat": 2.0}, "raw": [1, "x"]})
         );
+    }
+
+    #[test]
+    fn a_shape_across_versions_keeps_every_leaf_and_every_key() {
+        let v = |version: u32, properties: Value| -> std::sync::Arc<StreamRecord> {
+            std::sync::Arc::new(
+                serde_json::from_value(json!({
+                    "id": 1, "name": "n", "schema": {"type": "object", "properties": properties},
+                    "version": version, "created_at": "2026-01-01T00:00:00Z",
+                    "updated_at": "2026-01-01T00:00:00Z",
+                    "write_key_sha256": "", "read_key_sha256": ""}))
+                .unwrap(),
+            )
+        };
+        let v1 = v(
+            1,
+            json!({"temp": {"type": "number"}, "n": {"type": "number"}}),
+        );
+        let v2 = v(
+            2,
+            json!({"temperature": {"type": "number"}, "n": {"type": "integer"}}),
+        );
+        let shape = Shape::across(&v2, &[v1, v2.clone()]);
+        let names: Vec<_> = shape.leaves.iter().map(|l| l.name.as_str()).collect();
+        assert_eq!(names, ["temperature", "n", "temp"]);
+        assert_eq!(shape.leaves[1].ty, LeafType::Integer, "the newest type");
+        assert_eq!(
+            shape.keys[1],
+            [
+                ("n".to_owned(), LeafType::Float),
+                ("n.v2".to_owned(), LeafType::Integer)
+            ]
+        );
+        assert_eq!(shape.keys[2], [("temp".to_owned(), LeafType::Float)]);
+        assert_eq!(shape.earlier_fields, [vec!["temp".to_owned()], vec![]]);
     }
 
     #[test]

@@ -15,7 +15,7 @@ use super::params::{feeds_request, field_index, FeedsRequest, ReadQuery};
 use super::render::{channel_object, feed_json, feeds_csv, text, ts_value};
 use super::routes::Format;
 use crate::auth::{self, Access};
-use crate::read::{Range, Shape};
+use crate::read::Range;
 use crate::Api;
 
 /// `feeds.json|csv` (`field` = None) and `fields/{n}.json|csv`.
@@ -32,7 +32,7 @@ pub(super) async fn feeds(
     let req = feeds_request(&p)?;
     let names = channel_fields(&stream);
     let only = field_index(field, &names)?;
-    let shape = Shape::of(&stream);
+    let shape = api.shape(&stream);
     let feeds = read_feeds(&api, &stream, &shape, &req).await?;
     match format {
         Format::Csv => feeds_csv(&feeds, &req, &names, only),
@@ -79,7 +79,7 @@ pub(super) async fn last(
     let round = p.number::<usize>("round")?.filter(|r| *r <= 16);
     let names = channel_fields(&stream);
     let only = field_index(field, &names)?;
-    let shape = Shape::of(&stream);
+    let shape = api.shape(&stream);
     let Some(feed) = last_feed(&api, &stream, &shape, only).await? else {
         return Ok(match format {
             Format::Json => text("-1", "application/json; charset=utf-8"),
@@ -139,7 +139,7 @@ pub(super) async fn last_data_age(
     let stream = channel(&api, id, &c).await?;
     let names = channel_fields(&stream);
     let only = field_index(field, &names)?;
-    let shape = Shape::of(&stream);
+    let shape = api.shape(&stream);
     let Some(feed) = last_feed(&api, &stream, &shape, only).await? else {
         return Ok(text("-1", "application/json; charset=utf-8"));
     };
@@ -163,7 +163,7 @@ pub(super) async fn describe(
         return Err(TsError::NoAccess);
     }
     let zone = ReadQuery::parse(q).zone()?;
-    let shape = Shape::of(&stream);
+    let shape = api.shape(&stream);
     let last = last_row(&api, &shape).await.ok().flatten().map(|r| r.seq);
     let mut m = Map::new();
     m.insert("id".into(), json!(stream.id));

@@ -23,18 +23,25 @@ pub(super) struct Feed {
 }
 
 /// Each field's value of a row: the property's value in the rebuilt data (`ts` for the
-/// stream's `timestamp_field`).
+/// stream's `timestamp_field`), or, for an entry of an earlier version, the value of the
+/// property that field was mapped onto then.
 fn feed_of(stream: &StreamRecord, shape: &Shape, r: &Row) -> Feed {
     let data = shape.data(&shape.all(), &r.values);
     let values = channel_fields(stream)
         .iter()
-        .map(|(_, name)| {
+        .enumerate()
+        .map(|(i, (_, name))| {
             if stream.timestamp_field.as_deref() == Some(name.as_str()) {
                 return Some(Value::String(thingtotal_common::envelope::format_time(
                     DateTime::from_timestamp_micros(r.ts_us).unwrap_or_default(),
                 )));
             }
-            data.get(name).cloned()
+            data.get(name)
+                .or_else(|| {
+                    let earlier = shape.earlier_fields.get(i)?;
+                    earlier.iter().find_map(|n| data.get(n))
+                })
+                .cloned()
         })
         .collect();
     Feed {
