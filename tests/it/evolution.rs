@@ -12,7 +12,8 @@ use thingtotal_testkit::{
     start_part, stream, Process, ADMIN_TOKEN,
 };
 
-use crate::harness::{python, read_topic};
+use crate::harness::{metric, python, read_topic};
+use crate::up::{interrupt, start_up_env};
 
 const MEASUREMENT: &str = "evo";
 
@@ -92,73 +93,8 @@ async fn a_breaking_change_with_entries_in_flight_loses_no_value_in_either_store
     let api = start_part("api", &prefix, &stores).await;
     let ingest = start_part("ingest", &prefix, &[]).await;
     let _validator = start_part("validator", &prefix, &[]).await;
-    let v1 = definition(
-        json!({"temp": {"type": "number"}, "n": {"type": "number"}, "note": {"type": "string"}}),
-        &["temp", "n", "note"],
-    );
-    let (id, write_key, read_key) = stream(&api, v1.clone()).await;
-    post(&ingest, id, &write_key, &under("v1")).await;
-    read_topic(&topics.valid, 12, Duration::from_secs(60)).await;
-
-    // A compatible change goes through: an optional property.
-    let mut v2 = v1.clone();
-    v2["schema"]["properties"]["rh"] = json!({"type": "number"});
-    v2["fields"] = json!(["temp", "n", "note", "rh"]);
-    let (s, body) = put(&api, id, "", &v2).await;
-    assert_eq!(s, StatusCode::OK, "{body}");
-    assert_eq!(body["version"], 2);
-    post(&ingest, id, &write_key, &under("v2")).await;
-    read_topic(&topics.valid, 16, Duration::from_secs(60)).await;
-
-    // A rename and a type change break the stored entries: refused, each break named.
-    let v3 = definition(
-        json!({"temperature": {"type": "number"}, "n": {"type": "integer"},
-               "note": {"type": "string"}, "rh": {"type": "number"}}),
-        &["temperature", "n", "note", "rh"],
-    );
-    let (s, problem) = put(&api, id, "", &v3).await;
-    assert_eq!(s, StatusCode::CONFLICT, "{problem}");
-    let mut pointers: Vec<&str> = problem["errors"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| e["pointer"].as_str().unwrap())
-        .collect();
-    pointers.sort();
-    assert_eq!(
-        pointers,
-        ["/schema/properties/n/type", "/schema/properties/temp"],
-        "{problem}"
-    );
-    let (_, now) = put(&api, id, "?force=false", &v2).await;
-    assert_eq!(now["version"], 3, "a compatible change again: {now}");
-    let (s, body) = put(&api, id, "?force=true", &v3).await;
-    assert_eq!(s, StatusCode::OK, "{body}");
-    assert_eq!(body["version"], 4);
-    post(&ingest, id, &write_key, &under("v3")).await;
-    read_topic(&topics.valid, 28, Duration::from_secs(60)).await;
-
-    // Every version is kept, and shown.
-    let url = format!("{}/api/streams/{id}/versions", api.base);
-    let (s, versions) = get_json(&url, Some(&read_key)).await.unwrap();
-    assert_eq!(s, StatusCode::OK, "{versions}");
-    let numbers: Vec<u64> = versions["versions"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|v| v["version"].as_u64().unwrap())
-        .collect();
-    assert_eq!(numbers, [1, 2, 3, 4]);
-    assert_eq!(versions["versions"][0]["schema"], v1["schema"]);
-    let (s, last) = get_json(&format!("{url}/4"), Some(&read_key))
-        .await
-        .unwrap();
-    assert_eq!(s, StatusCode::OK, "{last}");
-    assert_eq!(last["schema"], v3["schema"]);
-    let (s, none) = get_json(&format!("{url}/5"), Some(&read_key))
-        .await
-        .unwrap();
-    assert_eq!(s, StatusCode::NOT_FOUND, "{none}");
+    let (id, read_key, definitions) =
+        evolve(&api, &ingest, &Validated::Topic(topics.valid.clone())).await;
 
     // Only now does the sink start: 16 entries of versions 1 and 2 wait for it.
     let mut sink_env = stores.to_vec();
@@ -206,8 +142,159 @@ async fn a_breaking_change_with_entries_in_flight_loses_no_value_in_either_store
     assert_eq!(types, want);
     assert_eq!(count(&db, MEASUREMENT).await as usize, total);
 
-    // The archive: one version per file, its footer names it and holds its schema, and DuckDB
-    // reading every file by name sees every value.
+    check_archive(&archive, &definitions);
+    check_reads(&api, id, &read_key, &["influx", "archive"]).await;
+    check_delete(&api, id).await;
+}
+
+/// In `up`, on the embedded log: the archiver holds the rows of versions 1 and 2 in open files
+/// while the stream changes, and writes each with its own version's columns.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn up_archives_each_version_with_its_own_columns_across_a_breaking_change() {
+    let dir = tempfile::tempdir().unwrap();
+    let env = [("THINGTOTAL_ADMIN_TOKEN", ADMIN_TOKEN)];
+    let mut up = start_up_env(dir.path(), &[], &env).await;
+    let (id, read_key, definitions) = evolve(&up, &up, &Validated::Metric(up.base.clone())).await;
+    // Ctrl-C drains: every open file is written. Then up again, on the same data.
+    interrupt(&mut up);
+    let archive = dir.path().join("archive");
+    check_archive(archive.to_str().unwrap(), &definitions);
+    let up = start_up_env(dir.path(), &[], &env).await;
+    check_reads(&up, id, &read_key, &["archive"]).await;
+    check_delete(&up, id).await;
+}
+
+/// How a test learns that the validator has checked entries.
+enum Validated {
+    /// Records in this `entries.valid` topic (Kafka).
+    Topic(String),
+    /// The validator's counter at this base URL (`up`).
+    Metric(String),
+}
+
+impl Validated {
+    /// Waits until `n` entries were validated.
+    async fn wait(&self, n: usize) {
+        match self {
+            Validated::Topic(topic) => {
+                read_topic(topic, n, Duration::from_secs(60)).await;
+            }
+            Validated::Metric(base) => {
+                let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+                loop {
+                    let valid = metric(
+                        base,
+                        "thingtotal_validator_entries_total",
+                        &["outcome=\"valid\""],
+                    )
+                    .await;
+                    if valid as usize >= n {
+                        assert_eq!(valid as usize, n, "more entries validated than posted");
+                        break;
+                    }
+                    assert!(
+                        tokio::time::Instant::now() < deadline,
+                        "{valid} of {n} validated"
+                    );
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            }
+        }
+    }
+}
+
+/// The three definitions the stream goes through.
+struct Definitions {
+    v1: Value,
+    v2: Value,
+    v3: Value,
+}
+
+/// Creates the stream and takes it through a compatible change, a refused breaking one, and the
+/// same breaking one forced (version 4), posting each version's entries and waiting until they
+/// were validated before the next change. Returns the stream's id, its read key and the
+/// definitions.
+async fn evolve(
+    api: &Process,
+    ingest: &Process,
+    validated: &Validated,
+) -> (u64, String, Definitions) {
+    let v1 = definition(
+        json!({"temp": {"type": "number"}, "n": {"type": "number"}, "note": {"type": "string"}}),
+        &["temp", "n", "note"],
+    );
+    let (id, write_key, read_key) = stream(api, v1.clone()).await;
+    post(ingest, id, &write_key, &under("v1")).await;
+    validated.wait(12).await;
+
+    // A compatible change goes through: an optional property.
+    let mut v2 = v1.clone();
+    v2["schema"]["properties"]["rh"] = json!({"type": "number"});
+    v2["fields"] = json!(["temp", "n", "note", "rh"]);
+    let (s, body) = put(api, id, "", &v2).await;
+    assert_eq!(s, StatusCode::OK, "{body}");
+    assert_eq!(body["version"], 2);
+    post(ingest, id, &write_key, &under("v2")).await;
+    validated.wait(16).await;
+
+    // A rename and a type change break the stored entries: refused, each break named.
+    let v3 = definition(
+        json!({"temperature": {"type": "number"}, "n": {"type": "integer"},
+               "note": {"type": "string"}, "rh": {"type": "number"}}),
+        &["temperature", "n", "note", "rh"],
+    );
+    let (s, problem) = put(api, id, "", &v3).await;
+    assert_eq!(s, StatusCode::CONFLICT, "{problem}");
+    let mut pointers: Vec<&str> = problem["errors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["pointer"].as_str().unwrap())
+        .collect();
+    pointers.sort();
+    assert_eq!(
+        pointers,
+        ["/schema/properties/n/type", "/schema/properties/temp"],
+        "{problem}"
+    );
+    let (_, now) = put(api, id, "?force=false", &v2).await;
+    assert_eq!(now["version"], 3, "a compatible change again: {now}");
+    let (s, body) = put(api, id, "?force=true", &v3).await;
+    assert_eq!(s, StatusCode::OK, "{body}");
+    assert_eq!(body["version"], 4);
+    post(ingest, id, &write_key, &under("v3")).await;
+    validated.wait(28).await;
+
+    // Every version is kept, and shown.
+    let url = format!("{}/api/streams/{id}/versions", api.base);
+    let (s, versions) = get_json(&url, Some(&read_key)).await.unwrap();
+    assert_eq!(s, StatusCode::OK, "{versions}");
+    let numbers: Vec<u64> = versions["versions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v["version"].as_u64().unwrap())
+        .collect();
+    assert_eq!(numbers, [1, 2, 3, 4]);
+    assert_eq!(versions["versions"][0]["schema"], v1["schema"]);
+    let (s, last) = get_json(&format!("{url}/4"), Some(&read_key))
+        .await
+        .unwrap();
+    assert_eq!(s, StatusCode::OK, "{last}");
+    assert_eq!(last["schema"], v3["schema"]);
+    let (s, none) = get_json(&format!("{url}/5"), Some(&read_key))
+        .await
+        .unwrap();
+    assert_eq!(s, StatusCode::NOT_FOUND, "{none}");
+
+    (id, read_key, Definitions { v1, v2, v3 })
+}
+
+/// Every archive file holds one version, its footer names it and holds its schema, and DuckDB
+/// reading every file by name sees every value.
+fn check_archive(archive: &str, d: &Definitions) {
+    let (v1, v2, v3) = (&d.v1, &d.v2, &d.v3);
+    let total = posted().len();
     let footers = python(&format!(
         "import pyarrow.parquet as pq, glob, json\n\
          out = []\n\
@@ -266,14 +353,19 @@ async fn a_breaking_change_with_entries_in_flight_loses_no_value_in_either_store
             "{row:?}"
         );
     }
+}
 
+/// The native reads from each of `sources` give every entry in the shape it was stored in, and
+/// ThingSpeak's feeds follow a renamed field.
+async fn check_reads(api: &Process, id: u64, read_key: &str, sources: &[&str]) {
+    let total = posted().len();
     // The native reads, from either store: every entry in the shape it was stored in.
-    for source in ["influx", "archive"] {
+    for source in sources {
         let entries = read_entries(
             &api.base,
             id,
             &format!("source={source}&limit=1000"),
-            Some(&read_key),
+            Some(read_key),
         )
         .await
         .unwrap();
@@ -319,8 +411,10 @@ async fn a_breaking_change_with_entries_in_flight_loses_no_value_in_either_store
             "{f}"
         );
     }
+}
 
-    // A deleted stream's versions go with it.
+/// Deletes the stream; its versions go with it.
+async fn check_delete(api: &Process, id: u64) {
     let r = Client::new()
         .delete(format!("{}/api/streams/{id}", api.base))
         .bearer_auth(ADMIN_TOKEN)

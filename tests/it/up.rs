@@ -51,7 +51,7 @@ async fn start_up_logged(
 }
 
 /// Sends SIGINT and waits for the process to exit by itself.
-fn interrupt(up: &mut Process) {
+pub(crate) fn interrupt(up: &mut Process) {
     let status = Command::new("kill")
         .args(["-INT", &up.child.id().to_string()])
         .status()
