@@ -48,6 +48,7 @@ async fn run(concurrency: usize, batch: usize, duration: Duration) -> (f64, f64)
         replication: 1,
         compacted: false,
         max_message_bytes: None,
+        ..TopicSpec::default()
     }])
     .await
     .unwrap();

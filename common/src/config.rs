@@ -32,9 +32,16 @@ pub struct LogPortArgs {
     /// Partitions of the entry topics when they are created.
     #[arg(long, env = "THINGTOTAL_PARTITIONS", default_value_t = 6)]
     pub partitions: i32,
-    /// Replication factor of the topics when they are created.
-    #[arg(long, env = "THINGTOTAL_REPLICATION_FACTOR", default_value_t = 1)]
-    pub replication_factor: i32,
+    /// Replication factor of the topics when they are created [default: 3, or the number of
+    /// brokers if fewer]. With 3 or more, the topics also get `min.insync.replicas=2`.
+    #[arg(long, env = "THINGTOTAL_REPLICATION_FACTOR", value_parser = clap::value_parser!(i32).range(1..))]
+    pub replication_factor: Option<i32>,
+    /// How long Kafka keeps the records of the entry topics (raw, valid and dead letters), set
+    /// when they are created: long enough that a part down for weeks, or a replay of dead
+    /// letters, finds them still there.
+    #[arg(long, env = "THINGTOTAL_KAFKA_RETENTION_HOURS", default_value_t = 720,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub kafka_retention_hours: u64,
     /// The embedded log and local state.
     #[arg(long, env = "THINGTOTAL_DATA_DIR", default_value = "thingtotal-data")]
     pub data_dir: PathBuf,
@@ -100,12 +107,19 @@ impl LogPortArgs {
         }
     }
 
-    /// Creates the four topics if they are missing.
+    /// Creates the four topics if they are missing; existing ones weaker than they would be
+    /// created are named in warnings.
     pub async fn ensure_topics(&self, log: &Log) -> Result<()> {
+        let replication = match self.replication_factor {
+            Some(r) => r,
+            None => log.broker_count().await?.clamp(1, 3) as i32,
+        };
+        let retention_ms = (self.kafka_retention_hours as i64).saturating_mul(3_600_000);
         log.ensure_topics(&self.topics().specs(
             self.partitions,
-            self.replication_factor,
+            replication,
             self.limits(),
+            Some(retention_ms),
         ))
         .await
     }

@@ -37,16 +37,26 @@ impl Topics {
         format!("{}-{role}", self.prefix)
     }
 
-    /// What to create at start-up: the entry topics get `partitions` and take the largest
-    /// record any part produces under `limits`; the streams topic is compacted with a single
-    /// partition so that every reader sees one total order of changes.
-    pub fn specs(&self, partitions: i32, replication: i32, limits: SizeLimits) -> Vec<TopicSpec> {
+    /// What to create at start-up: the entry topics get `partitions`, take the largest record
+    /// any part produces under `limits` and keep records for `retention_ms` (if set); the
+    /// streams topic is compacted with a single partition so that every reader sees one total
+    /// order of changes, and kept whole. With three replicas or more, `acks=all` waits for two.
+    pub fn specs(
+        &self,
+        partitions: i32,
+        replication: i32,
+        limits: SizeLimits,
+        retention_ms: Option<i64>,
+    ) -> Vec<TopicSpec> {
+        let min_insync_replicas = (replication >= 3).then_some(2);
         let entry = |name: &str| TopicSpec {
             name: name.to_owned(),
             partitions,
             replication,
             compacted: false,
             max_message_bytes: Some(limits.max_topic_message_bytes()),
+            retention_ms,
+            min_insync_replicas,
         };
         vec![
             TopicSpec {
@@ -55,6 +65,8 @@ impl Topics {
                 replication,
                 compacted: true,
                 max_message_bytes: None,
+                retention_ms: None,
+                min_insync_replicas,
             },
             entry(&self.raw),
             entry(&self.valid),
@@ -79,12 +91,17 @@ mod tests {
             "thingtotal-validator"
         );
         let limits = SizeLimits::new(1000);
-        let specs = t.specs(6, 3, limits);
+        let specs = t.specs(6, 3, limits, Some(3_600_000));
         assert_eq!(specs[0].partitions, 1);
         assert!(specs[0].compacted);
         assert!(specs[1..].iter().all(|s| s.partitions == 6 && !s.compacted));
         assert!(specs[1..]
             .iter()
             .all(|s| s.max_message_bytes == Some(limits.max_topic_message_bytes())));
+        assert!(specs[1..].iter().all(|s| s.retention_ms == Some(3_600_000)));
+        assert_eq!(specs[0].retention_ms, None, "stream records are kept whole");
+        assert!(specs.iter().all(|s| s.min_insync_replicas == Some(2)));
+        let single = t.specs(6, 1, limits, None);
+        assert!(single.iter().all(|s| s.min_insync_replicas.is_none()));
     }
 }

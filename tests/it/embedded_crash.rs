@@ -36,6 +36,7 @@ async fn embedded_writer_child() {
         replication: 1,
         compacted: false,
         max_message_bytes: None,
+        ..TopicSpec::default()
     }])
     .await
     .unwrap();

@@ -18,6 +18,7 @@ fn spec(name: &str, partitions: i32) -> TopicSpec {
         replication: 1,
         compacted: false,
         max_message_bytes: None,
+        ..TopicSpec::default()
     }
 }
 

@@ -15,5 +15,6 @@ mod reads;
 mod reads_up;
 mod registry;
 mod sink;
+mod topics;
 mod up;
 mod validator;

@@ -32,7 +32,7 @@ fn stream(id: u64, version: u32) -> StreamRecord {
 
 async fn round_trip(log: Log, prefix: &str) {
     let topics = Topics::new(prefix);
-    log.ensure_topics(&topics.specs(2, 1, Default::default()))
+    log.ensure_topics(&topics.specs(2, 1, Default::default(), None))
         .await
         .unwrap();
     let shutdown = CancellationToken::new();

@@ -22,7 +22,8 @@ use std::time::Duration;
 
 pub use embedded::{EmbeddedGroup, EmbeddedLog, EmbeddedOptions, EmbeddedReader};
 pub use kafka::{
-    producer_config, transactional_producer_config, KafkaGroup, KafkaLog, KafkaOptions, KafkaReader,
+    producer_config, transactional_producer_config, KafkaGroup, KafkaLog, KafkaOptions,
+    KafkaReader, TopicSettings,
 };
 pub use record::{
     positions_after, wire_size, Consumed, Position, Record, TopicPartitionOffset, TopicSpec,
@@ -89,11 +90,21 @@ impl Log {
         }
     }
 
-    /// Creates the topics that are missing. Existing topics are left as they are.
+    /// Creates the topics that are missing. Existing topics are left as they are; on Kafka, each
+    /// setting of one that is weaker than its spec asks (fewer replicas, a shorter retention, a
+    /// smaller `max.message.bytes`, …) is logged as a warning.
     pub async fn ensure_topics(&self, specs: &[TopicSpec]) -> Result<()> {
         match self {
             Log::Kafka(l) => l.ensure_topics(specs).await,
             Log::Embedded(l) => l.ensure_topics(specs).await,
+        }
+    }
+
+    /// How many brokers hold the log: Kafka's cluster size, 1 for the embedded log.
+    pub async fn broker_count(&self) -> Result<usize> {
+        match self {
+            Log::Kafka(l) => l.broker_count().await,
+            Log::Embedded(_) => Ok(1),
         }
     }
 

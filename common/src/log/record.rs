@@ -116,8 +116,8 @@ pub struct TopicPartitionOffset {
     pub offset: i64,
 }
 
-/// A topic to create at start-up.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// A topic to create at start-up, and what an existing one should hold to.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct TopicSpec {
     /// Its full name.
     pub name: String,
@@ -130,6 +130,11 @@ pub struct TopicSpec {
     /// Its largest record batch (`max.message.bytes`, Kafka only); the broker's default if
     /// `None`.
     pub max_message_bytes: Option<usize>,
+    /// How long records are kept (`retention.ms`, Kafka only); the broker's default if `None`.
+    pub retention_ms: Option<i64>,
+    /// How many replicas must hold a record before `acks=all` acknowledges it
+    /// (`min.insync.replicas`, Kafka only); the broker's default if `None`.
+    pub min_insync_replicas: Option<i32>,
 }
 
 /// Keeps, for each (topic, partition), the highest position seen: what a batch commits.

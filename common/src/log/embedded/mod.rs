@@ -607,7 +607,7 @@ mod tests {
         })
         .unwrap();
         let topics = Topics::new("t");
-        log.ensure_topics(&topics.specs(1, 1, crate::limits::SizeLimits::default()))
+        log.ensure_topics(&topics.specs(1, 1, crate::limits::SizeLimits::default(), None))
             .await
             .unwrap();
         (log, topics.raw)

@@ -19,7 +19,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::future::join_all;
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, ResourceSpecifier, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer, StreamConsumer};
@@ -27,7 +27,7 @@ use rdkafka::error::RDKafkaErrorCode;
 use rdkafka::producer::{FutureProducer, Producer};
 use rdkafka::{Offset, TopicPartitionList};
 use tokio::task::spawn_blocking;
-use tracing::{debug, info};
+use tracing::{debug, info, warn};
 
 use super::{Consumed, GroupOptions, Position, Record, TopicSpec};
 use crate::limits::SizeLimits;
@@ -141,6 +141,12 @@ impl KafkaLog {
                 if let Some(max) = s.max_message_bytes {
                     c.push(("max.message.bytes", max.to_string()));
                 }
+                if let Some(ms) = s.retention_ms {
+                    c.push(("retention.ms", ms.to_string()));
+                }
+                if let Some(n) = s.min_insync_replicas {
+                    c.push(("min.insync.replicas", n.to_string()));
+                }
                 c
             })
             .collect();
@@ -186,7 +192,120 @@ impl KafkaLog {
                 }
             }
         }
+        for s in specs {
+            for weakness in self.weaknesses(s).await? {
+                warn!(topic = %s.name, "{weakness}");
+            }
+        }
         Ok(())
+    }
+
+    /// How many brokers the cluster has.
+    pub(super) async fn broker_count(&self) -> Result<usize> {
+        let this = self.clone();
+        spawn_blocking(move || {
+            let md = this.inner.meta.fetch_metadata(None, this.timeout())?;
+            Ok(md.brokers().len())
+        })
+        .await?
+    }
+
+    /// The replication factor and the settings of an existing topic, as the brokers report them.
+    pub async fn describe_topic(&self, topic: &str) -> Result<TopicSettings> {
+        let this = self.clone();
+        let name = topic.to_owned();
+        let replication = spawn_blocking(move || -> Result<usize> {
+            let md = this
+                .inner
+                .meta
+                .fetch_metadata(Some(&name), this.timeout())?;
+            Ok(md
+                .topics()
+                .iter()
+                .find(|t| t.name() == name)
+                .map(|t| {
+                    t.partitions()
+                        .iter()
+                        .map(|p| p.replicas().len())
+                        .min()
+                        .unwrap_or(0)
+                })
+                .unwrap_or(0))
+        })
+        .await??;
+        let opts = AdminOptions::new().request_timeout(Some(self.timeout()));
+        let results = self
+            .inner
+            .admin
+            .describe_configs([&ResourceSpecifier::Topic(topic)], &opts)
+            .await?;
+        let mut configs = std::collections::HashMap::new();
+        for r in results {
+            let resource = r.map_err(|code| {
+                Error::Topic(topic.to_owned(), format!("settings not readable: {code}"))
+            })?;
+            for e in resource.entries {
+                if let Some(v) = e.value {
+                    configs.insert(e.name, v);
+                }
+            }
+        }
+        Ok(TopicSettings {
+            replication,
+            configs,
+        })
+    }
+
+    /// What of `spec` the existing topic falls short of, in words fit for a warning.
+    async fn weaknesses(&self, spec: &TopicSpec) -> Result<Vec<String>> {
+        let t = self.describe_topic(&spec.name).await?;
+        let number = |name: &str| t.configs.get(name).and_then(|v| v.parse::<i64>().ok());
+        let mut out = Vec::new();
+        if (t.replication as i32) < spec.replication {
+            out.push(format!(
+                "replication factor {}, fewer than the {} this part asks for: losing a broker can \
+                 lose acknowledged entries",
+                t.replication, spec.replication
+            ));
+        }
+        if let (Some(want), Some(have)) = (spec.min_insync_replicas, number("min.insync.replicas"))
+        {
+            if have < i64::from(want) {
+                out.push(format!(
+                    "min.insync.replicas={have}, less than {want}: an entry is acknowledged \
+                     before a second replica holds it"
+                ));
+            }
+        }
+        if let (Some(want), Some(have)) = (spec.retention_ms, number("retention.ms")) {
+            if have >= 0 && have < want {
+                out.push(format!(
+                    "retention.ms={have}, shorter than {want}: records a part has not consumed \
+                     after that long are deleted (see --kafka-retention-hours)"
+                ));
+            }
+        }
+        if let (Some(want), Some(have)) = (spec.max_message_bytes, number("max.message.bytes")) {
+            if have < want as i64 {
+                out.push(format!(
+                    "max.message.bytes={have}, less than {want}: the largest entries \
+                     --max-entry-bytes allows would be refused by the broker"
+                ));
+            }
+        }
+        if spec.compacted
+            && !t
+                .configs
+                .get("cleanup.policy")
+                .is_some_and(|p| p.contains("compact"))
+        {
+            out.push(
+                "not compacted (cleanup.policy): stream records older than the retention \
+                 would be deleted, and the streams with them"
+                    .to_owned(),
+            );
+        }
+        Ok(out)
     }
 
     /// The number of partitions of `topic`, once every one of them has a leader.
@@ -379,6 +498,15 @@ impl KafkaLog {
         spawn_blocking(move || p.init_transactions(timeout)).await??;
         Ok(producer)
     }
+}
+
+/// An existing topic's replication factor and settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TopicSettings {
+    /// The fewest replicas any of its partitions has.
+    pub replication: usize,
+    /// Every setting the brokers report, by name (`retention.ms`, `min.insync.replicas`, …).
+    pub configs: std::collections::HashMap<String, String>,
 }
 
 /// Reads one partition without joining a group.
