@@ -110,7 +110,9 @@ pub(super) fn feeds_request(p: &ReadQuery) -> Result<FeedsRequest, TsError> {
         p.number::<u32>("days")?
             .map(|d| now - i64::from(d).min(365 * 300) * 86_400_000_000)
     };
-    let narrowed = ["results", "days", "start", "end"]
+    // A range asks for what is in it, up to the most ThingSpeak answers: `minutes` narrows the
+    // range as `days` does.
+    let narrowed = ["results", "minutes", "days", "start", "end"]
         .iter()
         .any(|n| p.get(n).is_some());
     let results = match p.get("results") {
@@ -210,6 +212,25 @@ mod proptests {
             .prop_map(str::to_owned),
             "[a-z_]{1,8}",
         ]
+    }
+
+    #[test]
+    fn a_range_lifts_the_default_of_100_entries() {
+        for q in [
+            "minutes=60",
+            "days=1",
+            "start=2026-01-01",
+            "end=2026-01-01 00:00:00",
+        ] {
+            let r = feeds_request(&ReadQuery::parse(q)).unwrap();
+            assert_eq!(r.results, MAX_RESULTS, "{q}");
+        }
+        let r = feeds_request(&ReadQuery::parse("minutes=60&results=7")).unwrap();
+        assert_eq!(r.results, 7);
+        assert_eq!(
+            feeds_request(&ReadQuery::parse("")).unwrap().results,
+            DEFAULT_RESULTS
+        );
     }
 
     /// A value such as clients send, or any text.
