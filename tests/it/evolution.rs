@@ -379,6 +379,39 @@ async fn check_reads(api: &Process, id: u64, read_key: &str, sources: &[&str]) {
             })
             .collect();
         assert_eq!(got, posted(), "read from {source}");
+
+        // Windows over n, a float in versions 1 and 2 and an integer in 4 (two InfluxDB keys):
+        // the mean covers every value. Count and mean per day, weighted, in case the run
+        // crosses midnight.
+        let windows = |agg: &str| {
+            let url = format!(
+                "{}/api/streams/{id}/entries?source={source}&window=1d&agg={agg}&fields=n&limit=2",
+                api.base
+            );
+            async move {
+                let (s, body) = get_json(&url, Some(read_key)).await.unwrap();
+                assert_eq!(s, StatusCode::OK, "{body}");
+                body["windows"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|w| w["data"]["n"].as_f64().unwrap_or(0.0))
+                    .collect::<Vec<f64>>()
+            }
+        };
+        let (counts, means) = (windows("count").await, windows("mean").await);
+        let n: f64 = counts.iter().sum();
+        assert_eq!(n as usize, total, "count from {source}");
+        let mean = counts.iter().zip(&means).map(|(c, m)| c * m).sum::<f64>() / n;
+        let want = posted()
+            .values()
+            .map(|e| e["n"].as_f64().unwrap())
+            .sum::<f64>()
+            / n;
+        assert!(
+            (mean - want).abs() < 1e-9,
+            "mean of n from {source}: {mean}, not {want}"
+        );
     }
 
     // ThingSpeak: field1 is temp for the entries of the versions that mapped it there, and

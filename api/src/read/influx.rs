@@ -163,11 +163,11 @@ impl InfluxReader {
         let mut s = String::from("SELECT ");
         let mut column = 0;
         for &leaf in &q.leaves {
-            for (key, _) in &shape.keys[leaf] {
+            for (function, key) in selected(q.agg, &shape.keys[leaf]) {
                 if column > 0 {
                     s.push_str(", ");
                 }
-                let _ = write!(s, "{}({}) AS \"v{column}\"", q.agg.name(), ident(key));
+                let _ = write!(s, "{function}({}) AS \"v{column}\"", ident(key));
                 column += 1;
             }
         }
@@ -233,14 +233,21 @@ impl InfluxReader {
                     for (cell, &leaf) in window.iter_mut().zip(&q.leaves) {
                         let ty = q.agg.result_type(shape.leaves[leaf].ty);
                         let keys = &shape.keys[leaf];
-                        let values: Vec<Option<Value>> = keys
-                            .iter()
-                            .map(|_| {
-                                column += 1;
-                                v.get(column - 1).cloned().and_then(|v| coerce(ty, v))
-                            })
-                            .collect();
-                        *cell = combine(q.agg, ty, keys, shape.leaves[leaf].ty, values);
+                        let n = selected(q.agg, keys).len();
+                        let cells = v.get(column..column + n).unwrap_or_default();
+                        column += n;
+                        *cell = if n == 2 * keys.len() && q.agg == super::Agg::Mean {
+                            // (sum, count) per key: the mean over every key's values.
+                            let (sum, count) = cells.chunks(2).fold((0.0, 0.0), |(s, c), pair| {
+                                let f = |v: &Value| v.as_f64().unwrap_or(0.0);
+                                (s + f(&pair[0]), c + f(&pair[1]))
+                            });
+                            (count > 0.0).then(|| super::shape::float(sum / count))
+                        } else {
+                            let values: Vec<Option<Value>> =
+                                cells.iter().map(|v| coerce(ty, v.clone())).collect();
+                            combine(q.agg, ty, keys, shape.leaves[leaf].ty, values)
+                        };
                     }
                 }
             }
@@ -254,10 +261,23 @@ impl InfluxReader {
     }
 }
 
+/// The aggregate functions and keys a window query selects for one leaf: the aggregate of each
+/// key; for the mean of a leaf kept under several keys, each key's sum and count, so that the
+/// mean covers them all.
+fn selected(agg: super::Agg, keys: &[(String, LeafType)]) -> Vec<(&'static str, &str)> {
+    if agg == super::Agg::Mean && keys.len() > 1 {
+        keys.iter()
+            .flat_map(|(k, _)| [("sum", k.as_str()), ("count", k.as_str())])
+            .collect()
+    } else {
+        keys.iter().map(|(k, _)| (agg.name(), k.as_str())).collect()
+    }
+}
+
 /// One window's aggregate of a leaf kept under several keys (a version changed its type), from
-/// the aggregate of each key. Counts and sums add up, minimums and maximums compare; the others
-/// cannot be combined from per-key results, so they are those of the key of the leaf's newest
-/// type (`newest`), or of the first key with a value.
+/// the aggregate of each key. Counts and sums add up, minimums and maximums compare; a median,
+/// first or last cannot be combined from per-key results, so it is that of the key of the
+/// leaf's newest type (`newest`), or of the first key with a value.
 fn combine(
     agg: super::Agg,
     ty: LeafType,
@@ -349,6 +369,17 @@ mod tests {
             .starts_with("SELECT median(\"t\") AS \"v0\" FROM \"m\\\" WHERE"));
         assert!(InfluxReader::aggregate_query(&shape(), &a)
             .ends_with("GROUP BY time(60000000u) fill(null)"));
+        // A leaf under two keys: its mean from each key's sum and count.
+        let mut two = shape();
+        two.keys[0].push(("t.v2".into(), LeafType::Integer));
+        let mean = AggQuery {
+            agg: Agg::Mean,
+            ..a.clone()
+        };
+        assert!(InfluxReader::aggregate_query(&two, &mean).starts_with(
+            "SELECT sum(\"t\") AS \"v0\", count(\"t\") AS \"v1\", sum(\"t.v2\") AS \"v2\", \
+             count(\"t.v2\") AS \"v3\" FROM"
+        ));
     }
 
     #[test]
