@@ -444,6 +444,30 @@ async fn check_reads(api: &Process, id: u64, read_key: &str, sources: &[&str]) {
             "{f}"
         );
     }
+    // Daily sums of field1 count temp for the entries of the versions that mapped it there.
+    let url = format!(
+        "{}/channels/{id}/fields/1.json?api_key={read_key}&results=8000&sum=daily",
+        api.base
+    );
+    let (_, daily) = get_json(&url, None).await.unwrap();
+    let sum: f64 = daily["feeds"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|f| as_number(&f["field1"]))
+        .sum();
+    let want: f64 = posted()
+        .values()
+        .filter_map(|e| {
+            e.get("temp")
+                .or(e.get("temperature"))
+                .and_then(Value::as_f64)
+        })
+        .sum();
+    assert!(
+        (sum - want).abs() < 1e-6,
+        "daily sums of field1: {sum}, not {want}: {daily}"
+    );
 }
 
 /// Deletes the stream; its versions go with it.

@@ -115,6 +115,35 @@ fn windows(
     // The fields are top-level properties; a field that is not a leaf (an object) has no
     // aggregate.
     let leaves: Vec<Option<usize>> = names.iter().map(|(_, n)| shape.index(n)).collect();
+    // An entry of an earlier version counts in a field under the property that version mapped
+    // the field onto, as its feed shows it.
+    let aliases: Vec<(usize, Vec<usize>)> = leaves
+        .iter()
+        .enumerate()
+        .filter_map(|(i, leaf)| {
+            let earlier = shape.earlier_fields.get(i)?;
+            let earlier: Vec<usize> = earlier.iter().filter_map(|n| shape.index(n)).collect();
+            Some(((*leaf)?, earlier)).filter(|(_, e)| !e.is_empty())
+        })
+        .collect();
+    let renamed;
+    let rows = if aliases.is_empty() {
+        rows
+    } else {
+        renamed = rows
+            .iter()
+            .map(|r| {
+                let mut r = r.clone();
+                for (current, earlier) in &aliases {
+                    if r.values[*current].is_none() {
+                        r.values[*current] = earlier.iter().find_map(|e| r.values[*e].clone());
+                    }
+                }
+                r
+            })
+            .collect::<Vec<Row>>();
+        &renamed[..]
+    };
     let last_window = last.ts_us.div_euclid(window_us) * window_us;
     let oldest = last_window.saturating_sub(window_us.saturating_mul(MAX_RESULTS as i64 - 1));
     let q = AggQuery {
